@@ -14,9 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.config import load_section
-from pipeline.embed import embed
 from pipeline.errors import PipelineError
-from pipeline.fit import fit
 from pipeline.store import atomic_write
 
 
@@ -39,11 +37,15 @@ def corpus(path: str) -> None:
 
 
 def embed_stage(corpus_path: str, cache_dir: str) -> None:
+    from pipeline.embed import embed
+
     params = asdict(load_section("embed"))
     embed(corpus_path, cache_dir, **params)
 
 
 def fit_stage(cache_dir: str, head_dir: str) -> None:
+    from pipeline.fit import fit
+
     params = asdict(load_section("fit"))
     fit(cache_dir, out=head_dir, **params)
 
