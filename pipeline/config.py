@@ -31,6 +31,9 @@ class EmbedParams:
     format: str = "text"
     encoding: str = "utf-8"
     keep_blank: bool = False
+    column: str | None = None  # labelled formats: the label column (CoNLL-U default UPOS)
+    label_task: str | None = None
+    label_all: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,31 @@ class FitParams:
     seed: int = 0
     val_fraction: float = 0.1
     device: str = "auto"
+    hidden: int = 512
+    dropout: float = 0.1
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    patience: int = 3
+    subword: str = "first"
+    selectivity: bool = False
 
 
-SECTIONS = {"corpus": CorpusParams, "embed": EmbedParams, "fit": FitParams}
+@dataclass(frozen=True)
+class SplitCorpusParams:
+    """A corpus in named split files: downloaded from base_url + the file's name unless
+    placed at its path beforehand."""
+
+    base_url: str = ("https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/"
+                     "r2.13/")
+    train: str = "data/ud-english-ewt/en_ewt-ud-train.conllu"
+    dev: str = "data/ud-english-ewt/en_ewt-ud-dev.conllu"
+    test: str = "data/ud-english-ewt/en_ewt-ud-test.conllu"
+
+
+# the Moby-Dick pipeline (corpus, embed, fit, fit_mlp) and the EWT one (ewt_*)
+SECTIONS = {"corpus": CorpusParams, "embed": EmbedParams, "fit": FitParams,
+            "fit_mlp": FitParams, "ewt_corpus": SplitCorpusParams, "ewt_embed": EmbedParams,
+            "ewt_fit": FitParams, "ewt_fit_mlp": FitParams}
 
 
 def load_section(name: str, path: str | Path = "params.yaml"):

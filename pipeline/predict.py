@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.embed import forward_layers, load_model, pad, tokenize
+from pipeline.embed import embed_examples, load_model, tokenize
 from pipeline.features import Features
 from pipeline.heads import load_head
 from pipeline.store import CacheError, same_model
+from pipeline.subword import word_features
 
 
 def predict(head_dir: str, texts: list[str], model: str | None = None, device: str = "auto",
@@ -29,10 +30,17 @@ def predict(head_dir: str, texts: list[str], model: str | None = None, device: s
     encoded = tokenize(lm.tokenizer, texts, lm.max_length)
     for start in range(0, len(encoded), batch_size):
         batch = encoded[start:start + batch_size]
-        ids, mask = pad(batch, lm.tokenizer.pad_token_id or 0)
-        features = Features(head.layers, forward_layers(lm, ids, mask, head.layers, dtype))
+        # long texts run as windows, so every word gets a label
+        states = embed_examples(lm, batch, head.layers, batch_size * lm.max_length, dtype)
+        features = Features(head.layers, [states[layer] for layer in head.layers])
+        n_tokens = sum(len(e.input_ids) for e in batch)
+        # a --subword mean head reads each word's mean over its subtokens
+        features = word_features(features, head.subword,
+                                 np.concatenate([e.word_ids for e in batch]),
+                                 np.repeat(np.arange(len(batch)),
+                                           [len(e.input_ids) for e in batch]))
         with torch.inference_mode():
-            preds = head.module(features.batch(np.arange(int(mask.sum())))).argmax(-1).numpy()
+            preds = head.module(features.batch(np.arange(n_tokens))).argmax(-1).numpy()
         row = 0
         for text, e in zip(texts[start:], batch):
             labels = [head.label_names[p] for p in preds[row:row + len(e.input_ids)]]

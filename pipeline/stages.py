@@ -3,6 +3,9 @@
     python -m pipeline.stages corpus data/moby-dick/pg2701.txt
     python -m pipeline.stages embed data/moby-dick/pg2701.txt data/cache
     python -m pipeline.stages fit data/cache data/head
+    python -m pipeline.stages fit data/cache data/head-mlp fit_mlp   # another fit section
+    python -m pipeline.stages split_corpus ewt_corpus
+    python -m pipeline.stages embed_splits data/ewt-cache ewt_embed ewt_corpus
 """
 
 from __future__ import annotations
@@ -36,6 +39,25 @@ def corpus(path: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(raw))
 
 
+def split_corpus(section: str) -> None:
+    """Each split file of `section` (train, dev, test): used as placed, else downloaded."""
+    params = load_section(section)
+    for name in ("train", "dev", "test"):
+        path = getattr(params, name)
+        if Path(path).exists():
+            print(f"{section}: {name}: using {path} as placed")
+            continue
+        url = params.base_url + Path(path).name
+        print(f"{section}: {name}: downloading {url} -> {path}")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                raw = response.read()
+        except OSError as err:
+            sys.exit(f"{section}: cannot download {url} ({err}); offline, place the file at "
+                     f"{path}")
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(raw))
+
+
 def embed_stage(corpus_path: str, cache_dir: str) -> None:
     from pipeline.embed import embed
 
@@ -43,14 +65,24 @@ def embed_stage(corpus_path: str, cache_dir: str) -> None:
     embed(corpus_path, cache_dir, **params)
 
 
-def fit_stage(cache_dir: str, head_dir: str) -> None:
+def embed_splits_stage(cache_dir: str, section: str, corpus_section: str) -> None:
+    """Embed the train/dev/test files named by `corpus_section` into one cache."""
+    from pipeline.embed import embed
+
+    files = load_section(corpus_section)
+    splits = {name: getattr(files, name) for name in ("train", "dev", "test")}
+    embed(None, cache_dir, splits=splits, **asdict(load_section(section)))
+
+
+def fit_stage(cache_dir: str, head_dir: str, section: str = "fit") -> None:
     from pipeline.fit import fit
 
-    params = asdict(load_section("fit"))
+    params = asdict(load_section(section))
     fit(cache_dir, out=head_dir, **params)
 
 
-STAGES = {"corpus": corpus, "embed": embed_stage, "fit": fit_stage}
+STAGES = {"corpus": corpus, "embed": embed_stage, "fit": fit_stage,
+          "split_corpus": split_corpus, "embed_splits": embed_splits_stage}
 
 if __name__ == "__main__":
     name, *args = sys.argv[1:]

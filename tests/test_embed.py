@@ -25,7 +25,8 @@ def test_plan_shards_keeps_examples_whole_and_in_order():
 
 def test_tokenize_aligns_words_and_truncates(tiny_model):
     lm = load_model(tiny_model, device="cpu")
-    [short, long] = tokenize(lm.tokenizer, ["Call me Ishmael.", "the sea " * 100], lm.max_length)
+    [short, long] = tokenize(lm.tokenizer, ["Call me Ishmael.", "the sea " * 100], lm.max_length,
+                             truncate=True)
     tokens = lm.tokenizer.convert_ids_to_tokens(short.input_ids)
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
     assert short.word_ids[0] == -1 and short.word_ids[-1] == -1

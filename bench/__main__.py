@@ -1,0 +1,9 @@
+import sys
+
+if sys.argv[1:2] == ["gpu"]:
+    from bench.gpu import main
+
+    sys.exit(main(sys.argv[2:]))
+from bench.suite import main
+
+sys.exit(main())

@@ -1,0 +1,303 @@
+"""`python -m bench`: the reference method and the pipeline side by side, in one run.
+
+Same corpus, same model, same held-out lines (the last 10% of examples, as `pipeline fit`).
+Phases, in order: the reference (embed in its batching, then its 100-step training loop), then
+`pipeline embed` and `pipeline fit` at their defaults in child processes (peak RSS), then fit's
+training speed per token, then time-to-accuracy. Wall times exclude Python imports on both sides
+and include model loading on both sides; held-out evaluations are never on the clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import child, reference
+from pipeline.config import FitParams
+from pipeline.corpus import read_corpus
+from pipeline.embed import DEFAULT_MODEL, resolve_model_path
+from pipeline.evaluate import predict_rows
+from pipeline.features import Features
+from pipeline.fit import parse_fit_layers, prepare, train_epoch
+from pipeline.heads import HeadConfig, build_head
+from pipeline.store import Cache, atomic_write_json
+
+MOBY_DICK = Path(__file__).resolve().parents[2] / "shared" / "data" / "moby-dick" / "pg2701.txt"
+TASK = "first_letter"
+QUICK_LINES = 1500
+QUICK_STEPS = 20
+
+
+def slice_corpus(corpus: str, lines: int | None, workdir: Path) -> tuple[str, list[str]]:
+    """The corpus both sides read, and its examples. With `lines`, the first `lines` examples
+    are written to workdir so that `pipeline embed` sees exactly the same text."""
+    texts = [e.text for e in read_corpus(corpus).examples]
+    if lines is None or lines >= len(texts):
+        return corpus, texts
+    texts = texts[:lines]
+    path = workdir / "corpus.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return str(path), texts
+
+
+def run_reference(model_path: str, texts: list[str], steps: int, seed: int) -> dict:
+    """Embed throughput in the reference batching, then the reference training loop.
+
+    wall_seconds is what the reference costs from nothing to a trained head: model load,
+    encoding and labelling every line, `steps` steps.
+    """
+    started = time.perf_counter()
+    model, tokenizer = reference.load(model_path)
+    load_seconds = time.perf_counter() - started
+    max_length = min(model.config.max_position_embeddings, tokenizer.model_max_length)
+    data = reference.prepare(tokenizer, texts, max_length)
+    embed_result = reference.embed_in_order(model, data)
+    n_train = len(texts) - max(1, round(len(texts) * FitParams.val_fraction))
+    learner, train_result = reference.train(model, data, n_train, steps=steps, seed=seed)
+    accuracy = reference.held_out_accuracy(learner, data, n_train)
+    return {"embed": embed_result, "train": train_result, "held_out": accuracy,
+            "load_seconds": load_seconds, "prepare_seconds": data.seconds,
+            "wall_seconds": load_seconds + data.seconds + train_result["seconds"]}
+
+
+class CacheTask:
+    """What `pipeline fit` trains and scores on, loaded as fit loads it: labels, training rows,
+    the held-out rows with their truth, and the chosen layers as float16 features."""
+
+    def __init__(self, cache_dir: Path, layers: str, params: FitParams):
+        cache = Cache(cache_dir)
+        self.data = prepare(cache, TASK, params.val_fraction)
+        self.layers = parse_fit_layers(layers, cache.layers)
+        self.features = Features.load(cache, self.layers)
+        self.params = params
+
+    def new_head(self) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """A fresh linear head and fit's optimizer (AdamW without weight decay at its defaults)."""
+        torch.manual_seed(self.params.seed)
+        module = build_head(HeadConfig(kind="linear", in_features=self.features.in_features,
+                                       n_labels=len(self.data.label_names)))
+        return module, torch.optim.AdamW(module.parameters(), lr=self.params.lr, weight_decay=0.0)
+
+    def train(self, module, optimizer, rows: np.ndarray, generator: torch.Generator) -> None:
+        train_epoch(module, optimizer, self.features, rows, self.data.labels,
+                    self.params.batch_size, generator, torch.device("cpu"))
+
+    def held_out(self, module: torch.nn.Module) -> dict:
+        test = self.data.test
+        hit = predict_rows(module, self.features, test.rows) == test.y
+        return {"word_accuracy": float(hit[test.words].mean()),
+                "token_accuracy": float(hit.mean())}
+
+
+def fit_speed(cache_dir: Path, layers: str, epochs: int, params: FitParams) -> dict:
+    """Microseconds per training token of pipeline fit's training loop (median epoch)."""
+    task = CacheTask(cache_dir, layers, params)
+    module, optimizer = task.new_head()
+    generator = torch.Generator().manual_seed(params.seed)
+    rows = task.data.train_rows
+    seconds = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        task.train(module, optimizer, rows, generator)
+        seconds.append(time.perf_counter() - started)
+    return {"layers": task.layers, "epochs": epochs, "train_tokens": int(len(rows)),
+            "epoch_seconds": seconds,
+            "us_per_token": 1e6 * statistics.median(seconds) / len(rows)}
+
+
+def time_to_accuracy(cache_dir: Path, embed_seconds: float, target: float, budget: float,
+                     params: FitParams, max_epochs: int) -> dict:
+    """Train as `pipeline fit` does, checking held-out word accuracy off the clock.
+
+    The clock starts at embed_seconds and adds loading the cache and every training segment.
+    Checkpoints fall after 1, 2, 4, 8, ... steps in the first epoch, then after every epoch;
+    training stops once the clock passes `budget` with `target` reached (or after max_epochs).
+    """
+    started = time.perf_counter()
+    task = CacheTask(cache_dir, params.layers, params)
+    module, optimizer = task.new_head()
+    generator = torch.Generator().manual_seed(params.seed)
+    rows = task.data.train_rows
+    clock = embed_seconds + time.perf_counter() - started
+    checkpoints = []
+    for epoch in range(max_epochs):
+        order = rows[torch.randperm(len(rows), generator=generator).numpy()]
+        steps = -(-len(order) // params.batch_size)
+        bounds = [1 << k for k in range(steps.bit_length()) if 1 << k < steps] if epoch == 0 else []
+        previous = 0
+        for bound in bounds + [steps]:
+            segment = order[previous * params.batch_size:bound * params.batch_size]
+            previous = bound
+            tick = time.perf_counter()
+            task.train(module, optimizer, segment, generator)
+            clock += time.perf_counter() - tick
+            checkpoints.append({"seconds": clock, "epoch": epoch + bound / steps,
+                                **task.held_out(module)})
+        reached = any(c["word_accuracy"] >= target for c in checkpoints)
+        if clock >= budget and reached:
+            break
+    first = next((c for c in checkpoints if c["word_accuracy"] >= target), None)
+    in_budget = [c for c in checkpoints if c["seconds"] <= budget]
+    return {"layers": task.layers, "checkpoints": checkpoints,
+            "seconds_to_target": first["seconds"] if first else None,
+            "accuracy_at_budget": in_budget[-1]["word_accuracy"] if in_budget else None}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def run(corpus: str, model: str, quick: bool, workdir: Path, seed: int = 0) -> dict:
+    lines = QUICK_LINES if quick else None
+    steps = QUICK_STEPS if quick else reference.STEPS
+    corpus_path, texts = slice_corpus(corpus, lines, workdir)
+    params = FitParams()
+    results: dict = {"corpus": corpus, "model": model, "quick": quick, "examples": len(texts),
+                     "machine": machine(), "fit_params": {"lr": params.lr,
+                                                          "batch_size": params.batch_size}}
+
+    print(f"[bench] reference: embed in its batching, then {steps} training steps", flush=True)
+    ref = run_reference(resolve_model_path(model), texts, steps, seed)
+
+    print("[bench] pipeline embed (child process)", flush=True)
+    cache_dir = workdir / "cache"
+    ours_embed = child.run("embed", corpus_path, str(cache_dir), "--model", model)
+    stats = ours_embed["stats"]
+    cache = Cache(cache_dir)
+    n_layers = len(cache.layers)
+    disk = sum(s["bytes"] for s in cache.shards)
+
+    print("[bench] pipeline fit, one layer and all layers (child processes)", flush=True)
+    one_layer = str(cache.layers[0])
+    fit_one = child.run("fit", str(cache_dir), str(workdir / "head-one"), "--layers", one_layer)
+    fit_all = child.run("fit", str(cache_dir), str(workdir / "head-all"), "--layers", "all")
+
+    print("[bench] fit speed per training token", flush=True)
+    epochs = 2 if quick else 3
+    speed_one = fit_speed(cache_dir, one_layer, epochs, params)
+    speed_all = fit_speed(cache_dir, "all", epochs, params)
+
+    print("[bench] time to the reference's accuracy", flush=True)
+    target = ref["held_out"]["word_accuracy"]
+    tta = time_to_accuracy(cache_dir, ours_embed["seconds"], target, ref["wall_seconds"], params,
+                           max_epochs=5 if quick else 40)
+
+    ours_tps = stats["real_tokens"] / ours_embed["seconds"]
+    layers_mb = cache.layer_bytes(cache.layers) / 1e6
+    results.update({
+        "embed_speedup": ours_tps / ref["embed"]["tokens_per_second"],
+        "fit_speedup": ref["train"]["us_per_token"] / speed_one["us_per_token"],
+        "fit_speedup_all_layers": ref["train"]["us_per_token"] / speed_all["us_per_token"],
+        "time_to_reference_accuracy_ratio": ratio(tta["seconds_to_target"], ref["wall_seconds"]),
+        "accuracy_at_reference_time": tta["accuracy_at_budget"],
+        "fit_peak_rss_mb": fit_all["peak_rss_mb"],
+        "fit_layers_mb": layers_mb,
+        "fit_one_layer_peak_rss_mb": fit_one["peak_rss_mb"],
+        "fit_one_layer_layers_mb": cache.layer_bytes([cache.layers[0]]) / 1e6,
+        "embed_peak_rss_mb": ours_embed["peak_rss_mb"],
+        "disk_bytes_per_token_per_layer": disk / (cache.n_tokens * n_layers),
+        "reference": ref,
+        "pipeline": {
+            "embed": {"seconds": ours_embed["seconds"], "real_tokens": stats["real_tokens"],
+                      "tokens_per_second": ours_tps,
+                      "padding": 1 - stats["real_tokens"] / max(1, stats["padded_tokens"]),
+                      "layers": cache.layers, "loop_tokens_per_second":
+                          stats["tokens_per_second"]},
+            "fit_speed_one_layer": speed_one,
+            "fit_speed_all_layers": speed_all,
+            "fit_cli_one_layer": fit_one,
+            "fit_cli_all_layers": fit_all,
+            "time_to_accuracy": tta,
+        },
+    })
+    return results
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(r: dict) -> str:
+    ref, ours = r["reference"], r["pipeline"]
+    target = ref["held_out"]["word_accuracy"]
+    rows = [
+        ("", "reference", "pipeline", "ratio"),
+        ("embed real tokens/s (writes incl.)", fmt(ref["embed"]["tokens_per_second"], ",.0f"),
+         fmt(ours["embed"]["tokens_per_second"], ",.0f"), fmt(r["embed_speedup"], ".2f") + "x"),
+        ("embed padding", fmt(ref["embed"]["padding"], ".1%"), fmt(ours["embed"]["padding"], ".1%"),
+         ""),
+        ("fit us/training token, 1 layer", fmt(ref["train"]["us_per_token"], ".1f"),
+         fmt(ours["fit_speed_one_layer"]["us_per_token"], ".3f"),
+         fmt(r["fit_speedup"], ",.0f") + "x"),
+        (f"fit us/training token, {len(ours['embed']['layers'])} layers", "",
+         fmt(ours["fit_speed_all_layers"]["us_per_token"], ".3f"),
+         fmt(r["fit_speedup_all_layers"], ",.0f") + "x"),
+        (f"wall s to word acc {target:.3f} (embed incl.)", fmt(ref["wall_seconds"], ".1f"),
+         fmt(ours["time_to_accuracy"]["seconds_to_target"], ".1f"),
+         fmt(r["time_to_reference_accuracy_ratio"], ".2f")),
+        ("word accuracy at reference wall time", fmt(target, ".3f"),
+         fmt(r["accuracy_at_reference_time"], ".3f"), ""),
+        ("default fit word / token accuracy", "",
+         f"{ours['fit_cli_all_layers']['metrics']['word_accuracy']:.3f} / "
+         f"{ours['fit_cli_all_layers']['metrics']['token_accuracy']:.3f}", ""),
+        ("peak RSS MB: embed", "", fmt(r["embed_peak_rss_mb"], ",.0f"), ""),
+        ("peak RSS MB: fit all layers / layers MB", "",
+         f"{r['fit_peak_rss_mb']:,.0f} / {r['fit_layers_mb']:,.0f}",
+         f"limit {1.5 * r['fit_layers_mb'] + 500:,.0f}"),
+        ("peak RSS MB: fit 1 layer / layer MB", "",
+         f"{r['fit_one_layer_peak_rss_mb']:,.0f} / {r['fit_one_layer_layers_mb']:,.0f}",
+         f"limit {1.5 * r['fit_one_layer_layers_mb'] + 500:,.0f}"),
+        ("disk bytes per token per layer", "", fmt(r["disk_bytes_per_token_per_layer"], ",.0f"), ""),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [" | ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Reference method vs. pipeline: embed and fit speed, time-to-accuracy, "
+                    "memory. `python -m bench gpu --help` for the GPU benchmark.")
+    parser.add_argument("--corpus", default=str(MOBY_DICK),
+                        help="text corpus, one example per line (default: Moby-Dick)")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"first {QUICK_LINES} lines, {QUICK_STEPS} reference steps")
+    parser.add_argument("--json", dest="json_path", help="also write the results to this file")
+    parser.add_argument("--workdir", help="keep the cache and heads here (default: a temporary "
+                                          "directory, removed afterwards)")
+    args = parser.parse_args(argv)
+    if not Path(args.corpus).exists():
+        print(f"bench: corpus {args.corpus} not found; pass --corpus", file=sys.stderr)
+        return 2
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        results = run(args.corpus, args.model, args.quick, workdir)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(table(results))
+    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=2))
+    if args.json_path:
+        atomic_write_json(args.json_path, results)
+    return 0

@@ -1,0 +1,149 @@
+"""Resume after a crash: complete shards kept, temp files discarded, the result identical to an
+uninterrupted run; a lock refuses a second writer; `pipeline verify` names bad shards."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline import embed as embed_module
+from pipeline.cli import main
+from pipeline.embed import embed
+from pipeline.store import CacheError, CacheLock, CacheWriter, verify
+
+PIPELINE = str(Path(sys.executable).with_name("pipeline"))
+
+
+def values_bytes(values: np.ndarray) -> bytes:
+    """Raw bytes of numbers; the strings themselves (not object pointers) of text datasets."""
+    return b"\0".join(values.tolist()) if values.dtype == object else values.tobytes()
+
+
+def arrays(cache_dir: Path) -> dict[str, bytes]:
+    """Every dataset of every shard, as raw bytes."""
+    out = {}
+    for path in sorted(cache_dir.glob("shards/*.h5")):
+        with h5py.File(path) as f:
+            f.visititems(lambda name, obj: out.__setitem__(f"{path.name}/{name}",
+                                                           values_bytes(np.asarray(obj[()])))
+                         if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def flip_byte(path: Path, dataset: str) -> None:
+    with h5py.File(path, "r") as f:
+        offset = f[dataset].id.get_offset() + 3
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ 0x04]))
+
+
+@pytest.fixture
+def reference(tiny_model, small_corpus, tmp_path):
+    embed(str(small_corpus), tmp_path / "ref", model=tiny_model, shard_tokens=300, progress=False)
+    return tmp_path / "ref"
+
+
+def test_crash_mid_run_resumes_to_identical_arrays(tiny_model, small_corpus, tmp_path, reference,
+                                                   monkeypatch):
+    out = tmp_path / "c"
+    written = []
+    real_write = CacheWriter.write_shard
+
+    def crash_on_third(self, index, data, first_example):
+        if len(written) == 2:
+            (out / "shards" / ".shard-00002.h5.half.tmp").write_bytes(b"\x89HDF half")
+            raise KeyboardInterrupt  # like a kill: no cleanup code of ours runs after it
+        written.append(index)
+        real_write(self, index, data, first_example)
+
+    monkeypatch.setattr(CacheWriter, "write_shard", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        embed(str(small_corpus), out, model=tiny_model, shard_tokens=300, progress=False)
+    monkeypatch.setattr(CacheWriter, "write_shard", real_write)
+    assert not (out / "manifest.json").exists()
+
+    passes = []
+    real_forward = embed_module.forward_layers
+    monkeypatch.setattr(embed_module, "forward_layers",
+                        lambda lm, ids, *a, **k: passes.append(len(ids)) or real_forward(lm, ids, *a, **k))
+    manifest = embed(str(small_corpus), out, model=tiny_model, shard_tokens=300, progress=False)
+    assert manifest["stats"]["temp_files_removed"] == 1
+    assert list(out.rglob("*.tmp")) == []
+    assert sum(passes) == sum(s["n_examples"] for s in manifest["shards"][2:])  # only the rest
+    assert arrays(out) == arrays(reference)
+    assert [s["sha256"] for s in manifest["shards"]] == \
+        [s["sha256"] for s in embed(str(small_corpus), reference, model=tiny_model,
+                                    shard_tokens=300, progress=False)["shards"]]
+
+
+def test_sigkilled_embed_resumes(tiny_model, tmp_path, reference, small_corpus):
+    """A real SIGKILL of the CLI while it writes shards; the lock dies with the process."""
+    corpus = tmp_path / "big.txt"
+    corpus.write_text("\n".join(f"Call me Ishmael {i}. The quick brown fox jumped over the lazy "
+                                f"dog, some years ago." for i in range(400)) + "\n")
+    out = tmp_path / "k"
+    command = [PIPELINE, "embed", str(corpus), "--out", str(out), "--model", tiny_model,
+               "--shard-tokens", "1000", "--max-tokens", "256"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and len(list(out.glob("shards/*.h5"))) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    embed(str(corpus), tmp_path / "k-ref", model=tiny_model, shard_tokens=1000, max_tokens=256,
+          progress=False)
+    assert arrays(out) == arrays(tmp_path / "k-ref")
+    assert all(not problems for _, problems in verify(out))
+
+
+def test_second_writer_is_refused_while_the_first_holds_the_lock(tiny_model, small_corpus,
+                                                                 tmp_path):
+    lock = CacheLock(tmp_path / "c")
+    with pytest.raises(CacheError, match=r"being written by pid \d+ on .*; wait for it"):
+        embed(str(small_corpus), tmp_path / "c", model=tiny_model, progress=False)
+    lock.release()
+    embed(str(small_corpus), tmp_path / "c", model=tiny_model, progress=False)
+    CacheLock(tmp_path / "c").release()  # released again after a finished run
+
+
+def test_corrupt_shard_is_re_embedded_on_resume(tiny_model, small_corpus, reference, monkeypatch):
+    flip_byte(reference / "shards" / "shard-00001.h5", "hidden/2")
+    passes = []
+    real_forward = embed_module.forward_layers
+    monkeypatch.setattr(embed_module, "forward_layers",
+                        lambda lm, ids, *a, **k: passes.append(len(ids)) or real_forward(lm, ids, *a, **k))
+    manifest = embed(str(small_corpus), reference, model=tiny_model, shard_tokens=300,
+                     progress=False)
+    assert sum(passes) == manifest["shards"][1]["n_examples"]
+    assert all(not problems for _, problems in verify(reference))
+
+
+def test_verify_names_the_bad_shard(reference):
+    runner = CliRunner()
+    result = runner.invoke(main, ["verify", str(reference)])
+    assert result.exit_code == 0, result.output
+    assert "all" in result.output.splitlines()[-1] and "intact" in result.output
+    flip_byte(reference / "shards" / "shard-00002.h5", "hidden/0")
+    result = runner.invoke(main, ["verify", str(reference)])
+    assert result.exit_code == 1
+    bad = [line for line in result.output.splitlines() if line.startswith("BAD")]
+    assert bad == ["BAD shards/shard-00002.h5: file checksum differs from the manifest "
+                   "(corrupt or replaced)"]
+    assert result.output.splitlines()[-1].startswith("Error: 1 bad file(s)")
+
+
+def test_verify_checks_shapes_and_token_counts(reference):
+    path = reference / "shards" / "shard-00000.h5"
+    shutil.copy(reference / "shards" / "shard-00001.h5", path)  # a shard of other examples
+    [(name, problems)] = [r for r in verify(reference) if r[0] == "shards/shard-00000.h5"]
+    assert problems and ("bytes" in problems[0] or "checksum" in problems[0])
