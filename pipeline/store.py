@@ -29,6 +29,7 @@ import json
 import os
 import socket
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,6 +228,38 @@ def _attr_problems(f: h5py.File, fingerprint_id: str, first_example: int,
     return []
 
 
+class BackgroundWriter:
+    """Writes shards on one thread while the caller computes the next one.
+
+    At most one shard waits to be written, so memory stays at two shards; a write error
+    surfaces at the next `write_shard` or at `wait`.
+    """
+
+    def __init__(self, writer: "CacheWriter"):
+        self.writer = writer
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self.pending: Future | None = None
+
+    def write_shard(self, index: int, data: "ShardData", first_example: int) -> None:
+        self.wait()
+        self.pending = self.pool.submit(self.writer.write_shard, index, data, first_example)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                self.wait()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
 class CacheWriter:
     """Writes shards one by one, then the manifest; keeps complete shards of an earlier run.
 
@@ -242,6 +275,7 @@ class CacheWriter:
         self.fingerprint_id = fingerprint_hash(fingerprint)
         self.lock = CacheLock(self.cache_dir) if primary else None
         self.temp_files_removed = 0
+        self.file_digests: dict[str, str] = {}  # shard name -> sha256 of the file this run wrote
         self.listed: dict[str, dict] = {}
         try:
             if primary:
@@ -310,6 +344,8 @@ class CacheWriter:
                     f.create_dataset(name, data=values).attrs[DIGEST] = array_sha256(values)
                 texts = f.create_dataset("texts", data=data.texts, dtype=h5py.string_dtype())
                 texts.attrs[DIGEST] = array_sha256(data.texts)
+            # hashed here, while the file is hot in the page cache and off the main thread
+            self.file_digests[self.shard_path(index).name] = sha256_file(tmp)
         atomic_write(self.shard_path(index), write)
 
     def finish(self, n_shards: int, vocab: list[str], extra: dict) -> dict:
@@ -324,7 +360,8 @@ class CacheWriter:
                     "n_examples": int(f.attrs["n_examples"]),
                     "n_tokens": int(f["input_ids"].shape[0]),
                 })
-            shards[-1].update(bytes=path.stat().st_size, sha256=sha256_file(path))
+            digest = self.file_digests.get(path.name) or sha256_file(path)
+            shards[-1].update(bytes=path.stat().st_size, sha256=digest)
         atomic_write_json(self.cache_dir / VOCAB, vocab)
         manifest = {
             "format_version": FORMAT_VERSION,

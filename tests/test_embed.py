@@ -110,3 +110,16 @@ def test_bad_encoding_leaves_no_cache(tiny_model, tmp_path):
 def test_layer_out_of_range_is_refused(tiny_model, small_corpus, tmp_path):
     with pytest.raises(embed_module.ModelError, match="out of range"):
         embed(str(small_corpus), tmp_path / "c", model=tiny_model, layers="5", progress=False)
+
+
+def test_layers_below_the_top_skip_the_blocks_above(tiny_model, small_corpus, tmp_path):
+    """Caching only layer 1 runs one block, and its states equal those of a full pass."""
+    embed(str(small_corpus), tmp_path / "full", model=tiny_model, dtype="float32", progress=False)
+    embed(str(small_corpus), tmp_path / "low", model=tiny_model, dtype="float32", layers="0,1",
+          progress=False)
+    lm = load_model(tiny_model, device="cpu")
+    embed_module.drop_blocks_above(lm, 1)
+    assert len(lm.model.encoder.layer) == 1
+    for layer in (0, 1):
+        np.testing.assert_array_equal(Cache(tmp_path / "low").read_layer(layer),
+                                      Cache(tmp_path / "full").read_layer(layer))
