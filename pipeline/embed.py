@@ -371,6 +371,13 @@ def drop_blocks_above(lm: LoadedModel, last_layer: int) -> None:
         lm.model.encoder.layer = blocks[:keep]
 
 
+def cast_model(lm: LoadedModel, dtype: str) -> None:
+    """Hold the weights in the reduced compute dtype (bf16 anywhere, fp16 on CUDA): activations
+    then stay in it between matmuls, about 1.5x faster on a bf16 CPU than autocast alone."""
+    if dtype == "bfloat16" or (dtype == "float16" and lm.device.type == "cuda"):
+        lm.model.to(DTYPES[dtype])
+
+
 def parse_layers(spec: str | list[int] | None, n_hidden_states: int) -> list[int]:
     """'all' / None -> every hidden state; '0,3,-1' -> those indices (negative from the end)."""
     if spec is None or spec == "all":
@@ -421,6 +428,7 @@ def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | 
     layer_list = parse_layers(layers, lm.n_hidden_states)
     drop_blocks_above(lm, max(layer_list))
     compute_dtype = resolve_dtype(dtype, lm.device)
+    cast_model(lm, compute_dtype)
     texts = [e.text for e in corpus.examples]
     encoded = tokenize(lm.tokenizer, texts, lm.max_length,
                        [e.words for e in corpus.examples] if corpus.presplit else None,

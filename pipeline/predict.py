@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.embed import drop_blocks_above, embed_examples, load_model, tokenize
+from pipeline.embed import cast_model, drop_blocks_above, embed_examples, load_model, tokenize
 from pipeline.features import Features
 from pipeline.heads import load_head
 from pipeline.store import CacheError, same_model
@@ -27,6 +27,7 @@ def predict(head_dir: str, texts: list[str], model: str | None = None, device: s
                          f"config or vocabulary")
     drop_blocks_above(lm, max(head.layers))
     dtype = head.fingerprint["compute_dtype"]
+    cast_model(lm, dtype)
     results = []
     encoded = tokenize(lm.tokenizer, texts, lm.max_length)
     for start in range(0, len(encoded), batch_size):

@@ -70,11 +70,10 @@ def word_labels(view: TokenView, per_word: list[int | None], label_all: bool) ->
 
 def _first_letter_labels(view: TokenView, label_all: bool = False) -> np.ndarray:
     """1..26 for a token starting with a..z (any case), 0 otherwise: ##pieces, specials, digits."""
-    labels = np.zeros(len(view.tokens), dtype=np.int16)
-    for i, token in enumerate(view.tokens):
-        first = token[:1].lower()
-        if not view.special[i] and first in LETTERS and first:
-            labels[i] = LETTERS.index(first) + 1
+    letter_of = {c: i + 1 for i, c in enumerate(LETTERS)}
+    labels = np.array([letter_of.get(token[:1].lower(), 0) for token in view.tokens],
+                      dtype=np.int16)
+    labels[view.special] = 0
     return labels
 
 
