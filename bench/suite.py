@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from bench import child, reference
-from pipeline.config import FitParams
+from pipeline.config import EmbedParams, FitParams
 from pipeline.corpus import read_corpus
-from pipeline.embed import DEFAULT_MODEL, resolve_model_path
+from pipeline.embed import (DEFAULT_MODEL, cast_model, embed_examples, load_model,
+                            resolve_dtype, resolve_model_path, tokenize)
 from pipeline.evaluate import predict_rows
 from pipeline.features import Features
 from pipeline.fit import parse_fit_layers, prepare, train_epoch
@@ -68,6 +69,22 @@ def run_reference(model_path: str, texts: list[str], steps: int, seed: int) -> d
     return {"embed": embed_result, "train": train_result, "held_out": accuracy,
             "load_seconds": load_seconds, "prepare_seconds": data.seconds,
             "wall_seconds": load_seconds + data.seconds + train_result["seconds"]}
+
+
+def sorted_forward(model: str, texts: list[str]) -> dict:
+    """`pipeline embed`'s forward pass alone (no shards written): length-sorted batches under
+    its default token budget, its default compute dtype, every hidden state copied off as
+    float16. Compared with the reference's 128-line fp32 batches over the same lines."""
+    lm = load_model(model, device="cpu")
+    dtype = resolve_dtype(EmbedParams.dtype, lm.device)
+    cast_model(lm, dtype)
+    started = time.perf_counter()
+    encoded = tokenize(lm.tokenizer, texts, lm.max_length)
+    n_tokens = sum(len(e.input_ids) for e in encoded)
+    embed_examples(lm, encoded, list(range(lm.n_hidden_states)), EmbedParams.max_tokens, dtype)
+    seconds = time.perf_counter() - started
+    return {"dtype": dtype, "seconds": seconds, "real_tokens": n_tokens,
+            "tokens_per_second": n_tokens / seconds}
 
 
 class CacheTask:
@@ -168,6 +185,8 @@ def run(corpus: str, model: str, quick: bool, workdir: Path, seed: int = 0) -> d
 
     print(f"[bench] reference: embed in its batching, then {steps} training steps", flush=True)
     ref = run_reference(resolve_model_path(model), texts, steps, seed)
+    print("[bench] pipeline's sorted batching, forward pass only", flush=True)
+    batching = sorted_forward(model, texts)
 
     print("[bench] pipeline embed (child process)", flush=True)
     cache_dir = workdir / "cache"
@@ -195,6 +214,7 @@ def run(corpus: str, model: str, quick: bool, workdir: Path, seed: int = 0) -> d
     ours_tps = stats["real_tokens"] / ours_embed["seconds"]
     layers_mb = cache.layer_bytes(cache.layers) / 1e6
     results.update({
+        "batching_speedup": batching["tokens_per_second"] / ref["embed"]["tokens_per_second"],
         "embed_speedup": ours_tps / ref["embed"]["tokens_per_second"],
         "fit_speedup": ref["train"]["us_per_token"] / speed_one["us_per_token"],
         "fit_speedup_all_layers": ref["train"]["us_per_token"] / speed_all["us_per_token"],
@@ -213,6 +233,7 @@ def run(corpus: str, model: str, quick: bool, workdir: Path, seed: int = 0) -> d
                       "padding": 1 - stats["real_tokens"] / max(1, stats["padded_tokens"]),
                       "layers": cache.layers, "loop_tokens_per_second":
                           stats["tokens_per_second"]},
+            "sorted_forward": batching,
             "fit_speed_one_layer": speed_one,
             "fit_speed_all_layers": speed_all,
             "fit_cli_one_layer": fit_one,
@@ -237,6 +258,10 @@ def table(r: dict) -> str:
     target = ref["held_out"]["word_accuracy"]
     rows = [
         ("", "reference", "pipeline", "ratio"),
+        (f"forward tokens/s: 128-line fp32 vs sorted {ours['sorted_forward']['dtype']}",
+         fmt(ref["embed"]["tokens_per_second"], ",.0f"),
+         fmt(ours["sorted_forward"]["tokens_per_second"], ",.0f"),
+         fmt(r["batching_speedup"], ".2f") + "x"),
         ("embed real tokens/s (writes incl.)", fmt(ref["embed"]["tokens_per_second"], ",.0f"),
          fmt(ours["embed"]["tokens_per_second"], ",.0f"), fmt(r["embed_speedup"], ".2f") + "x"),
         ("embed padding", fmt(ref["embed"]["padding"], ".1%"), fmt(ours["embed"]["padding"], ".1%"),

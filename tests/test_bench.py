@@ -26,7 +26,8 @@ def test_quick_benchmark_writes_the_contract_keys(tiny_model, small_corpus, tmp_
     results = json.loads(out.read_text())
     for key in CONTRACT_KEYS:
         assert key in results
-    for key in ("embed_speedup", "fit_speedup", "fit_peak_rss_mb", "fit_layers_mb"):
+    for key in ("embed_speedup", "batching_speedup", "fit_speedup", "fit_peak_rss_mb",
+                "fit_layers_mb"):
         assert results[key] > 0
     # the tiny cache holds 3 hidden states of width 32, stored as float16
     n_tokens = results["pipeline"]["embed"]["real_tokens"]
