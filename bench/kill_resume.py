@@ -61,9 +61,10 @@ def datasets(path: Path) -> dict[str, bytes]:
     return out
 
 
-def flip_byte(path: Path, dataset: str) -> None:
+def flip_byte(path: Path, dataset: str, at: int = 1001) -> None:
+    """Flip one bit of a dataset's stored values (contiguous layout: at its file offset)."""
     with h5py.File(path, "r") as f:
-        offset = f[dataset].id.get_offset() + 1001
+        offset = f[dataset].id.get_offset() + at
     with open(path, "r+b") as f:
         f.seek(offset)
         byte = f.read(1)[0]

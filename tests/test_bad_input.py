@@ -11,6 +11,7 @@ import h5py
 import pytest
 from click.testing import CliRunner
 
+from bench.kill_resume import flip_byte
 from pipeline.cli import main
 from pipeline.store import CacheLock
 
@@ -32,17 +33,6 @@ def built(tiny_model, tmp_path_factory):
                                   "--epochs", "1"])
     assert result.exit_code == 0, result.output
     return root
-
-
-def flip_byte(path: Path, dataset: str) -> None:
-    """Flip one bit of a dataset's stored values (contiguous layout: at its file offset)."""
-    with h5py.File(path, "r") as f:
-        offset = f[dataset].id.get_offset() + 7
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ 0x10]))
 
 
 def trusted_files(out: Path) -> list[str]:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bench.kill_resume import flip_byte
 from pipeline import embed as embed_module
 from pipeline.cli import main
 from pipeline.embed import embed
@@ -35,16 +36,6 @@ def arrays(cache_dir: Path) -> dict[str, bytes]:
                                                            values_bytes(np.asarray(obj[()])))
                          if isinstance(obj, h5py.Dataset) else None)
     return out
-
-
-def flip_byte(path: Path, dataset: str) -> None:
-    with h5py.File(path, "r") as f:
-        offset = f[dataset].id.get_offset() + 3
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ 0x04]))
 
 
 @pytest.fixture
