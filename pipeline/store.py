@@ -415,7 +415,7 @@ class Cache:
         """Open a shard after the fast checks (size, fingerprint, examples, shapes, dtypes);
         each failure is a one-line CacheError naming the shard."""
         path = self.shard_path(shard)
-        redo = f"run `pipeline embed` again with the same inputs to re-embed it"
+        redo = "run `pipeline embed` again with the same inputs to re-embed it"
         try:
             size = path.stat().st_size
         except FileNotFoundError:

@@ -56,3 +56,13 @@ def small_corpus(tmp_path) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
     return path
+
+
+@pytest.fixture
+def cache_dir(tiny_model, small_corpus, tmp_path) -> Path:
+    """A cache of small_corpus embedded with tiny_model, in shards of ~400 tokens."""
+    from pipeline.embed import embed
+
+    embed(str(small_corpus), tmp_path / "cache", model=tiny_model, shard_tokens=400,
+          progress=False)
+    return tmp_path / "cache"

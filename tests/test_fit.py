@@ -10,13 +10,6 @@ from pipeline.fit import fit, split_rows
 from pipeline.store import CacheError
 
 
-@pytest.fixture
-def cache_dir(tiny_model, small_corpus, tmp_path):
-    embed(str(small_corpus), tmp_path / "cache", model=tiny_model, shard_tokens=400,
-          progress=False)
-    return tmp_path / "cache"
-
-
 def test_split_holds_out_the_last_examples_contiguously():
     example_ids = np.repeat(np.arange(10), 3)
     train, held_out = split_rows(example_ids, 10, 0.2)

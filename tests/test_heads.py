@@ -9,20 +9,12 @@ from click.testing import CliRunner
 
 from pipeline import features as features_module
 from pipeline.cli import main
-from pipeline.embed import embed
 from pipeline.features import Features
 from pipeline.fit import fit
 from pipeline.heads import HeadConfig, build_head, load_head, mix_weights
 from pipeline.predict import predict
 from pipeline.store import Cache
 from pipeline.subword import RowFeatures, WordMean, word_spans
-
-
-@pytest.fixture
-def cache_dir(tiny_model, small_corpus, tmp_path):
-    embed(str(small_corpus), tmp_path / "cache", model=tiny_model, shard_tokens=400,
-          progress=False)
-    return tmp_path / "cache"
 
 
 def test_word_mean_averages_each_words_subtokens():
