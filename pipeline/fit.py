@@ -17,7 +17,8 @@ from pipeline.evaluate import (accuracies, lookup_predict, lookup_table, predict
                                scored_rows, unknown_labels)
 from pipeline.features import Features
 from pipeline.stream import epoch_order
-from pipeline.heads import HEAD_KINDS, HeadConfig, SavedHead, build_head, mix_weights
+from pipeline.heads import (HEAD_KINDS, HeadConfig, SavedHead, build_head, head_logits,
+                            mix_weights)
 from pipeline.store import Cache, CacheError, atomic_write, atomic_write_json
 from pipeline.subword import load_word_features
 
@@ -57,7 +58,7 @@ def mean_loss(module: nn.Module, features: Features, rows: np.ndarray, labels: t
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             batch = rows[start:start + batch_size]
-            logits = module(features.batch(batch, device))
+            logits = head_logits(module, features.batch(batch, device))
             total += nn.functional.cross_entropy(logits, labels[batch].to(device),
                                                  ignore_index=tasks.IGNORE, reduction="sum").item()
     return total / max(1, int((labels[rows] != tasks.IGNORE).sum()))
@@ -72,7 +73,7 @@ def train_epoch(module: nn.Module, optimizer: torch.optim.Optimizer, features: F
     total, count = 0.0, 0
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        logits = module(features.batch(batch, device))
+        logits = head_logits(module, features.batch(batch, device))
         loss = nn.functional.cross_entropy(logits, labels[batch].to(device),
                                            ignore_index=tasks.IGNORE)
         optimizer.zero_grad(set_to_none=True)

@@ -58,6 +58,14 @@ def build_head(config: HeadConfig) -> nn.Module:
     return nn.Sequential(ScalarMix(config.mix_layers), body) if config.mix_layers else body
 
 
+def head_logits(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(n, n_labels) float32 logits of an (n, in_features) batch. A bfloat16 batch (features
+    held as bf16, see pipeline.features) runs the head's matmuls in bf16 against its float32
+    weights, which stay the trained (master) copy."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.dtype == torch.bfloat16):
+        return module(x).float()
+
+
 def mix_weights(module: nn.Module) -> list[float] | None:
     """The softmax layer weights of a mix head, in layer order; None for other heads."""
     if isinstance(module, nn.Sequential) and isinstance(module[0], ScalarMix):

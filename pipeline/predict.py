@@ -7,7 +7,7 @@ import torch
 
 from pipeline.embed import cast_model, drop_blocks_above, embed_examples, load_model, tokenize
 from pipeline.features import Features
-from pipeline.heads import load_head
+from pipeline.heads import head_logits, load_head
 from pipeline.store import CacheError, same_model
 from pipeline.subword import word_features
 
@@ -42,7 +42,8 @@ def predict(head_dir: str, texts: list[str], model: str | None = None, device: s
                                  np.repeat(np.arange(len(batch)),
                                            [len(e.input_ids) for e in batch]))
         with torch.inference_mode():
-            preds = head.module(features.batch(np.arange(n_tokens))).argmax(-1).numpy()
+            logits = head_logits(head.module, features.batch(np.arange(n_tokens)))
+            preds = logits.argmax(-1).numpy()
         row = 0
         for text, e in zip(texts[start:], batch):
             labels = [head.label_names[p] for p in preds[row:row + len(e.input_ids)]]

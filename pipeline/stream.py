@@ -18,7 +18,7 @@ import psutil
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.features import Features
+from pipeline.features import Features, hold_dtype, to_batch
 from pipeline.store import Cache
 
 UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
@@ -59,7 +59,7 @@ def load_features(cache: Cache, layers: list[int], max_memory: str | int | None 
 class StreamedFeatures:
     """The chosen layers of a cache, read one shard at a time into a buffer of whole shards.
 
-    `batch(rows)` gives (n_rows, hidden * n_layers) float32 rows like Features.batch, loading
+    `batch(rows)` gives (n_rows, hidden * n_layers) rows like Features.batch, loading
     the shards the rows live in and dropping the least recently used ones beyond the buffer.
     """
 
@@ -107,7 +107,7 @@ class StreamedFeatures:
             for array in self._shard(int(index)):
                 out[where, column:column + array.shape[1]] = array[local]
                 column += array.shape[1]
-        return torch.from_numpy(out).to(device).float()
+        return to_batch(torch.from_numpy(out).to(hold_dtype()), torch.device(device))
 
     def shuffled(self, rows: np.ndarray, generator: torch.Generator) -> np.ndarray:
         """`rows` in training order: shards in random order, `buffer_shards` at a time, the rows

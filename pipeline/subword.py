@@ -10,7 +10,7 @@ import psutil
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.features import Features
+from pipeline.features import Features, hold_dtype
 from pipeline.store import Cache
 from pipeline.stream import load_features, parse_size
 
@@ -50,8 +50,8 @@ class WordMean:
         lengths = self.length[rows]
         owner = np.repeat(np.arange(len(rows)), lengths)
         offsets = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        parts = self.base.batch(self.start[rows][owner] + offsets, device)
-        sums = torch.zeros(len(rows), parts.shape[1], device=parts.device, dtype=parts.dtype)
+        parts = self.base.batch(self.start[rows][owner] + offsets, device).float()
+        sums = torch.zeros(len(rows), parts.shape[1], device=parts.device)
         sums.index_add_(0, torch.from_numpy(owner).to(parts.device), parts)
         return sums / torch.from_numpy(lengths).to(parts.device, parts.dtype)[:, None]
 
@@ -71,8 +71,8 @@ class RowFeatures:
 
     Word-level tasks score one row per word, so a copy of those rows (each already pooled:
     its own features for `first`, its word's mean for `mean`) is smaller than the cache's
-    layers and spares every epoch the pooling. Per layer (n_rows, hidden) float16; `batch`
-    takes cache row indices like Features.batch, (n, hidden * n_layers) float32.
+    layers and spares every epoch the pooling. Per layer (n_rows, hidden), held like
+    Features; `batch` takes cache row indices like Features.batch.
     """
 
     def __init__(self, features: Features, position: np.ndarray):
@@ -91,10 +91,10 @@ class RowFeatures:
             full = cache.read_layer(layer)
             if mode == "mean":
                 pooled = WordMean(Features([layer], [full]), word_ids, example_ids)
-                arrays.append(np.concatenate([pooled.batch(rows[i:i + 65536]).half().numpy()
-                                              for i in range(0, len(rows), 65536)]))
+                arrays.append(torch.cat([pooled.batch(rows[i:i + 65536]).to(hold_dtype())
+                                         for i in range(0, len(rows), 65536)]))
             else:
-                arrays.append(full[rows])
+                arrays.append(torch.from_numpy(full[rows]).to(hold_dtype()))
             del full
         return cls(Features(layers, arrays), position)
 

@@ -20,7 +20,7 @@ from pipeline import tasks
 from pipeline.devices import resolve_device
 from pipeline.evaluate import accuracies, macro_f1, per_class, score
 from pipeline.fit import TaskData, make_schedule, prepare
-from pipeline.heads import HEAD_KINDS, HeadConfig, build_head, mix_weights
+from pipeline.heads import HEAD_KINDS, HeadConfig, build_head, head_logits, mix_weights
 from pipeline.store import Cache, CacheError, atomic_write, atomic_write_json
 from pipeline.stream import epoch_order
 from pipeline.subword import load_word_features
@@ -50,7 +50,8 @@ def predict_all(probes: list[Probe], features, rows: np.ndarray, device: torch.d
         for start in range(0, len(rows), batch_size):
             x = features.batch(rows[start:start + batch_size], device)
             for probe, pred in zip(probes, preds):
-                pred[start:start + len(x)] = probe.module(x[:, probe.columns]).argmax(-1).cpu()
+                logits = head_logits(probe.module, x[:, probe.columns])
+                pred[start:start + len(x)] = logits.argmax(-1).cpu()
     return preds
 
 
@@ -162,8 +163,8 @@ def train_lockstep(probes: list[Probe], features, data: TaskData, batch_size: in
         x = features.batch(batch, device)
         y = data.labels[batch].to(device)
         for probe in probes:
-            loss = nn.functional.cross_entropy(probe.module(x[:, probe.columns]), y,
-                                               ignore_index=tasks.IGNORE)
+            logits = head_logits(probe.module, x[:, probe.columns])
+            loss = nn.functional.cross_entropy(logits, y, ignore_index=tasks.IGNORE)
             probe.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             probe.optimizer.step()

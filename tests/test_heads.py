@@ -11,7 +11,7 @@ from pipeline import features as features_module
 from pipeline.cli import main
 from pipeline.features import Features
 from pipeline.fit import fit
-from pipeline.heads import HeadConfig, build_head, load_head, mix_weights
+from pipeline.heads import HeadConfig, build_head, head_logits, load_head, mix_weights
 from pipeline.predict import predict
 from pipeline.store import Cache
 from pipeline.subword import RowFeatures, WordMean, word_spans
@@ -90,5 +90,28 @@ def test_row_features_pool_once_what_word_mean_pools_per_batch(cache_dir):
     assert compact.nbytes == len(rows) * 2 * 32 * 2
     per_batch = WordMean(Features.load(cache, [0, 2]), word_ids, example_ids)
     picked = rows[[5, 0, 17]]
-    np.testing.assert_allclose(compact.batch(picked).numpy(), per_batch.batch(picked).numpy(),
-                               atol=2e-3, rtol=1e-3)
+    # the pooled copy is held at 2 bytes a value (float16 or bfloat16: 8 significant bits)
+    np.testing.assert_allclose(compact.batch(picked).float().numpy(),
+                               per_batch.batch(picked).numpy(), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("bf16_cpu, held, batch_dtype", [
+    (True, torch.bfloat16, torch.bfloat16), (False, torch.float16, torch.float32)])
+def test_features_held_at_two_bytes_and_head_logits_agree_with_float32(
+        cache_dir, monkeypatch, bf16_cpu, held, batch_dtype):
+    monkeypatch.setattr(features_module, "cpu_supports_bf16", lambda: bf16_cpu)
+    cache = Cache(cache_dir)
+    features = Features.load(cache, [0, 2])
+    assert [t.dtype for t in features.tensors] == [held, held]
+    assert features.nbytes == cache.layer_bytes([0, 2])
+    rows = np.array([7, 0, 3, 11])
+    x = features.batch(rows)
+    assert x.dtype == batch_dtype and x.shape == (4, 64)
+    exact = np.concatenate([cache.read_layer(0)[rows], cache.read_layer(2)[rows]], axis=1)
+    np.testing.assert_allclose(x.float().numpy(), exact, rtol=1e-2, atol=1e-2)
+    torch.manual_seed(0)
+    module = build_head(HeadConfig("linear", 64, 5))
+    logits = head_logits(module, x)
+    assert logits.dtype == torch.float32
+    expected = module(torch.from_numpy(exact).float()).detach()
+    torch.testing.assert_close(logits.detach(), expected, rtol=0.05, atol=0.05)
