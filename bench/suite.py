@@ -3,8 +3,13 @@
 Same corpus, same model, same held-out lines (the last 10% of examples, as `pipeline fit`).
 Phases, in order: the reference (embed in its batching, then its 100-step training loop), then
 `pipeline embed` and `pipeline fit` at their defaults in child processes (peak RSS), then fit's
-training speed per token, then time-to-accuracy. Wall times exclude Python imports on both sides
-and include model loading on both sides; held-out evaluations are never on the clock.
+training speed per token, then time-to-accuracy.
+
+Embed tokens/s leave model loading out on both sides: the reference's is its forward loop;
+ours is the whole `embed` call less loading the model (reading the corpus, tokenizing, the
+forward pass, writing and checksumming the shards, labels, manifest). Time-to-accuracy wall
+times include model loading on both sides. No figure includes Python imports (each side loads
+the model once, untimed, first); held-out evaluations are never on the clock.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ def run_reference(model_path: str, texts: list[str], steps: int, seed: int) -> d
     wall_seconds is what the reference costs from nothing to a trained head: model load,
     encoding and labelling every line, `steps` steps.
     """
+    child.import_model_code(model_path)
     started = time.perf_counter()
     model, tokenizer = reference.load(model_path)
     load_seconds = time.perf_counter() - started
@@ -211,7 +217,9 @@ def run(corpus: str, model: str, quick: bool, workdir: Path, seed: int = 0) -> d
     tta = time_to_accuracy(cache_dir, ours_embed["seconds"], target, ref["wall_seconds"], params,
                            max_epochs=5 if quick else 40)
 
-    ours_tps = stats["real_tokens"] / ours_embed["seconds"]
+    # like the reference's figure, without loading the model (reported apart)
+    pass_seconds = ours_embed["seconds"] - stats["load_seconds"]
+    ours_tps = stats["real_tokens"] / pass_seconds
     layers_mb = cache.layer_bytes(cache.layers) / 1e6
     results.update({
         "batching_speedup": batching["tokens_per_second"] / ref["embed"]["tokens_per_second"],
@@ -228,7 +236,9 @@ def run(corpus: str, model: str, quick: bool, workdir: Path, seed: int = 0) -> d
         "disk_bytes_per_token_per_layer": disk / (cache.n_tokens * n_layers),
         "reference": ref,
         "pipeline": {
-            "embed": {"seconds": ours_embed["seconds"], "real_tokens": stats["real_tokens"],
+            "embed": {"seconds": ours_embed["seconds"], "load_seconds": stats["load_seconds"],
+                      "tokenize_seconds": stats["tokenize_seconds"],
+                      "pass_seconds": pass_seconds, "real_tokens": stats["real_tokens"],
                       "tokens_per_second": ours_tps,
                       "padding": 1 - stats["real_tokens"] / max(1, stats["padded_tokens"]),
                       "layers": cache.layers, "loop_tokens_per_second":
@@ -262,7 +272,7 @@ def table(r: dict) -> str:
          fmt(ref["embed"]["tokens_per_second"], ",.0f"),
          fmt(ours["sorted_forward"]["tokens_per_second"], ",.0f"),
          fmt(r["batching_speedup"], ".2f") + "x"),
-        ("embed real tokens/s (writes incl.)", fmt(ref["embed"]["tokens_per_second"], ",.0f"),
+        ("embed real tokens/s (ours: tokenize+forward+write)", fmt(ref["embed"]["tokens_per_second"], ",.0f"),
          fmt(ours["embed"]["tokens_per_second"], ",.0f"), fmt(r["embed_speedup"], ".2f") + "x"),
         ("embed padding", fmt(ref["embed"]["padding"], ".1%"), fmt(ours["embed"]["padding"], ".1%"),
          ""),

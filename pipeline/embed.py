@@ -442,16 +442,20 @@ def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | 
                                            keep_blank=keep_blank, column=column), None
     ranks = distributed.from_env()
     keep_freed_memory()
+    started = time.perf_counter()
     lm = load_model(model, device=distributed.rank_device(device, ranks),
                     trust_remote_code=trust_remote_code)
+    load_seconds = time.perf_counter() - started
     layer_list = parse_layers(layers, lm.n_hidden_states)
     drop_blocks_above(lm, max(layer_list))
     compute_dtype = resolve_dtype(dtype, lm.device)
     cast_model(lm, compute_dtype)
     texts = [e.text for e in corpus.examples]
+    started = time.perf_counter()
     encoded = tokenize(lm.tokenizer, texts, lm.max_length,
                        [e.words for e in corpus.examples] if corpus.presplit else None,
                        stride=stride, truncate=truncate)
+    tokenize_seconds = time.perf_counter() - started
     n_long = sum(e.truncated or e.pieces is not None for e in encoded)
     fingerprint = {
         "format_version": FORMAT_VERSION,
@@ -514,6 +518,8 @@ def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | 
                         "windows": sum(len(e.pieces or ()) for e in encoded),
                         "real_tokens": int(sum(lengths)),
                         "padded_tokens": sum(d["padded_tokens"] for d in done),
+                        "load_seconds": round(load_seconds, 3),
+                        "tokenize_seconds": round(tokenize_seconds, 3),
                         "embed_seconds": round(seconds, 3),
                         "tokens_per_second": round(sum(d["tokens"] for d in done)
                                                    / max(seconds, 1e-9), 1),
