@@ -34,7 +34,7 @@ from pipeline.embed import (DEFAULT_MODEL, cast_model, embed_examples, load_mode
                             resolve_dtype, resolve_model_path, tokenize)
 from pipeline.evaluate import predict_rows
 from pipeline.features import Features
-from pipeline.fit import parse_fit_layers, prepare, train_epoch
+from pipeline.fit import make_optimizer, parse_fit_layers, prepare, train_epoch
 from pipeline.heads import HeadConfig, build_head
 from pipeline.store import Cache, atomic_write_json
 
@@ -105,11 +105,11 @@ class CacheTask:
         self.params = params
 
     def new_head(self) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-        """A fresh linear head and fit's optimizer (AdamW without weight decay at its defaults)."""
+        """A fresh linear head and fit's optimizer at fit's defaults."""
         torch.manual_seed(self.params.seed)
         module = build_head(HeadConfig(kind="linear", in_features=self.features.in_features,
                                        n_labels=len(self.data.label_names)))
-        return module, torch.optim.AdamW(module.parameters(), lr=self.params.lr, weight_decay=0.0)
+        return module, make_optimizer(module, self.params.lr, self.params.weight_decay)
 
     def train(self, module, optimizer, rows: np.ndarray, generator: torch.Generator) -> None:
         train_epoch(module, optimizer, self.features, rows, self.data.labels,

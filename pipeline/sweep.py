@@ -19,7 +19,7 @@ from torch import nn
 from pipeline import tasks
 from pipeline.devices import resolve_device
 from pipeline.evaluate import accuracies, macro_f1, per_class, score
-from pipeline.fit import TaskData, make_schedule, prepare
+from pipeline.fit import TaskData, make_optimizer, make_schedule, prepare
 from pipeline.heads import HEAD_KINDS, HeadConfig, build_head, head_logits, mix_weights
 from pipeline.store import Cache, CacheError, atomic_write, atomic_write_json
 from pipeline.stream import epoch_order
@@ -81,7 +81,7 @@ def sweep(cache_dir: str, task: str, out: str, head: str = "linear", hidden: int
                             dropout=dropout if head == "mlp" else 0.0,
                             mix_layers=len(layers) if mix else 0)
         module = build_head(config).to(torch_device)
-        optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+        optimizer = make_optimizer(module, lr, weight_decay)
         probes.append(Probe(name, slice(None) if mix else slice(j * width, (j + 1) * width),
                             module, optimizer, make_schedule(optimizer, schedule, epochs)))
 
