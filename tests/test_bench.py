@@ -36,6 +36,9 @@ def test_quick_benchmark_writes_the_contract_keys(tiny_model, small_corpus, tmp_
     reference = results["reference"]
     assert reference["train"]["steps"] == 20 and reference["embed"]["padding"] > 0
     assert 0 <= reference["held_out"]["word_accuracy"] <= 1
+    paired = results["pipeline"]["fit_speed_paired"]
+    assert len(paired["rounds"]) == 3 and paired["reference_steps"] == 2
+    assert results["fit_speedup"] == sorted(r["ratio"] for r in paired["rounds"])[1]
     checkpoints = results["pipeline"]["time_to_accuracy"]["checkpoints"]
     assert [c["seconds"] for c in checkpoints] == sorted(c["seconds"] for c in checkpoints)
     assert checkpoints[0]["seconds"] > results["pipeline"]["embed"]["seconds"]
