@@ -72,8 +72,9 @@ def stop() -> None:
 
 
 def assign_shards(token_counts: list[int], world_size: int) -> list[list[int]]:
-    """Shard indices per rank, balanced by tokens: largest shard first, each to the rank with
-    the fewest tokens so far (lowest rank on ties). Deterministic; each shard goes to one rank."""
+    """Indices of work units (shards, or groups of shards) per rank, balanced by tokens: largest
+    first, each to the rank with the fewest tokens so far (lowest rank on ties). Deterministic;
+    each unit goes to one rank."""
     loads = [0] * world_size
     assigned: list[list[int]] = [[] for _ in range(world_size)]
     for index in sorted(range(len(token_counts)), key=lambda i: (-token_counts[i], i)):

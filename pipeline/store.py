@@ -229,10 +229,10 @@ def _attr_problems(f: h5py.File, fingerprint_id: str, first_example: int,
 
 
 class BackgroundWriter:
-    """Writes shards on one thread while the caller computes the next one.
+    """Writes shards on one thread while the caller computes the next ones.
 
-    At most one shard waits to be written, so memory stays at two shards; a write error
-    surfaces at the next `write_shard` or at `wait`.
+    At most one batch of shards waits to be written, so memory stays at two batches' worth;
+    a write error surfaces at the next `write_shards` or at `wait`.
     """
 
     def __init__(self, writer: "CacheWriter"):
@@ -240,9 +240,14 @@ class BackgroundWriter:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self.pending: Future | None = None
 
-    def write_shard(self, index: int, data: "ShardData", first_example: int) -> None:
+    def write_shards(self, shards: list[tuple[int, "ShardData", int]]) -> None:
+        """Queue (index, data, first_example) shards, written in order, one after another."""
         self.wait()
-        self.pending = self.pool.submit(self.writer.write_shard, index, data, first_example)
+        self.pending = self.pool.submit(self._write_all, shards)
+
+    def _write_all(self, shards: list[tuple[int, "ShardData", int]]) -> None:
+        for index, data, first_example in shards:
+            self.writer.write_shard(index, data, first_example)
 
     def wait(self) -> None:
         if self.pending is not None:

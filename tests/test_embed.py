@@ -123,3 +123,10 @@ def test_layers_below_the_top_skip_the_blocks_above(tiny_model, small_corpus, tm
     for layer in (0, 1):
         np.testing.assert_array_equal(Cache(tmp_path / "low").read_layer(layer),
                                       Cache(tmp_path / "full").read_layer(layer))
+
+
+def test_shard_groups_are_consecutive_and_within_the_byte_budget(monkeypatch):
+    monkeypatch.setattr(embed_module, "GROUP_BYTES", 1000)
+    assert embed_module.plan_groups(5, 400) == [[0, 1], [2, 3], [4]]
+    assert embed_module.plan_groups(3, 1001) == [[0], [1], [2]]  # one shard over budget: alone
+    assert embed_module.plan_groups(0, 400) == []

@@ -44,33 +44,45 @@ def reference(tiny_model, small_corpus, tmp_path):
     return tmp_path / "ref"
 
 
-def test_crash_mid_run_resumes_to_identical_arrays(tiny_model, small_corpus, tmp_path, reference,
-                                                   monkeypatch):
+@pytest.mark.parametrize("shards_per_group, crash_after", [(1, 2), (2, 3)])
+def test_crash_mid_run_resumes_to_identical_arrays(tiny_model, small_corpus, tmp_path,
+                                                   monkeypatch, shards_per_group, crash_after):
+    """Shards are embedded in groups; a resumed run re-embeds only the groups with a missing
+    shard, writes only the missing shards, and every array equals an uninterrupted run's."""
+    shard_bytes = 300 * 3 * 32 * 2  # shard_tokens x hidden states x width x float16
+    monkeypatch.setattr(embed_module, "GROUP_BYTES", shards_per_group * shard_bytes)
+    reference = tmp_path / "ref"
+    embed(str(small_corpus), reference, model=tiny_model, shard_tokens=300, progress=False)
     out = tmp_path / "c"
     written = []
     real_write = CacheWriter.write_shard
 
-    def crash_on_third(self, index, data, first_example):
-        if len(written) == 2:
-            (out / "shards" / ".shard-00002.h5.half.tmp").write_bytes(b"\x89HDF half")
+    def crash(self, index, data, first_example):
+        if len(written) == crash_after:
+            (out / "shards" / f".shard-{index:05d}.h5.half.tmp").write_bytes(b"\x89HDF half")
             raise KeyboardInterrupt  # like a kill: no cleanup code of ours runs after it
         written.append(index)
         real_write(self, index, data, first_example)
 
-    monkeypatch.setattr(CacheWriter, "write_shard", crash_on_third)
+    monkeypatch.setattr(CacheWriter, "write_shard", crash)
     with pytest.raises(KeyboardInterrupt):
         embed(str(small_corpus), out, model=tiny_model, shard_tokens=300, progress=False)
     monkeypatch.setattr(CacheWriter, "write_shard", real_write)
     assert not (out / "manifest.json").exists()
+    assert written == list(range(crash_after))
 
-    passes = []
+    passes, writes = [], []
     real_forward = embed_module.forward_layers
     monkeypatch.setattr(embed_module, "forward_layers",
                         lambda lm, ids, *a, **k: passes.append(len(ids)) or real_forward(lm, ids, *a, **k))
+    monkeypatch.setattr(CacheWriter, "write_shard",
+                        lambda self, index, *a: writes.append(index) or real_write(self, index, *a))
     manifest = embed(str(small_corpus), out, model=tiny_model, shard_tokens=300, progress=False)
     assert manifest["stats"]["temp_files_removed"] == 1
     assert list(out.rglob("*.tmp")) == []
-    assert sum(passes) == sum(s["n_examples"] for s in manifest["shards"][2:])  # only the rest
+    first_group_to_redo = crash_after // shards_per_group * shards_per_group
+    assert sum(passes) == sum(s["n_examples"] for s in manifest["shards"][first_group_to_redo:])
+    assert writes == list(range(crash_after, len(manifest["shards"])))
     assert arrays(out) == arrays(reference)
     assert [s["sha256"] for s in manifest["shards"]] == \
         [s["sha256"] for s in embed(str(small_corpus), reference, model=tiny_model,
@@ -109,13 +121,18 @@ def test_second_writer_is_refused_while_the_first_holds_the_lock(tiny_model, sma
 
 def test_corrupt_shard_is_re_embedded_on_resume(tiny_model, small_corpus, reference, monkeypatch):
     flip_byte(reference / "shards" / "shard-00001.h5", "hidden/2")
-    passes = []
-    real_forward = embed_module.forward_layers
+    passes, writes = [], []
+    real_forward, real_write = embed_module.forward_layers, CacheWriter.write_shard
     monkeypatch.setattr(embed_module, "forward_layers",
                         lambda lm, ids, *a, **k: passes.append(len(ids)) or real_forward(lm, ids, *a, **k))
+    monkeypatch.setattr(CacheWriter, "write_shard",
+                        lambda self, index, *a: writes.append(index) or real_write(self, index, *a))
     manifest = embed(str(small_corpus), reference, model=tiny_model, shard_tokens=300,
                      progress=False)
-    assert sum(passes) == manifest["shards"][1]["n_examples"]
+    group = next(g for g in embed_module.plan_groups(len(manifest["shards"]), 300 * 3 * 32 * 2)
+                 if 1 in g)
+    assert sum(passes) == sum(manifest["shards"][i]["n_examples"] for i in group)
+    assert writes == [1]
     assert all(not problems for _, problems in verify(reference))
 
 
