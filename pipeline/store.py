@@ -11,8 +11,9 @@ Each shard holds, one row per subtoken ([CLS]/[SEP] included), in corpus order:
 ``hidden/<layer>`` (n_tokens, hidden) float16, ``input_ids``, ``word_ids`` (-1 for
 special tokens), ``example_ids`` (global example index), ``char_spans`` (n_tokens, 2)
 into the example text, and ``texts`` (n_examples,) the example texts. Every dataset
-carries a ``sha256`` attribute of its values, so a shard can be checked without the
-manifest (resume) and a flipped bit is caught on first read.
+carries an ``xxh3_128`` attribute of its values, so a shard can be checked without the
+manifest (resume) and a flipped bit is caught on first read; the manifest lists each shard
+file's sha256.
 
 While a process writes a cache it holds an exclusive lock on ``.lock``; temp files
 (``.<name>.*.tmp``) left by a killed writer are removed by the next one.
@@ -35,14 +36,17 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import xxhash
 
 from pipeline.errors import PipelineError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-dataset xxh3_128 instead of sha256
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
 LOCK = ".lock"
-DIGEST = "sha256"  # attribute of every shard dataset: sha256 of its values
+# attribute of every shard dataset: a checksum of its values, checked on every first read, so
+# fast matters: xxh3_128 hashes ~9 GB/s here, sha256 1.35 GB/s (1.3 s per Moby-Dick fit load)
+DIGEST = "xxh3_128"
 TOKEN_ARRAYS = ("input_ids", "word_ids", "example_ids", "char_spans")
 
 
@@ -104,14 +108,14 @@ def remove_temp_files(directory: str | Path) -> int:
     return removed
 
 
-def array_sha256(values) -> str:
-    """sha256 of a dataset's values: the raw bytes of numbers, NUL-joined UTF-8 of strings."""
+def array_digest(values) -> str:
+    """xxh3_128 of a dataset's values: the raw bytes of numbers, NUL-joined UTF-8 of strings."""
     values = np.asarray(values)
     if values.dtype.kind in "OSU":
         data = b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in values.ravel())
     else:
         data = np.ascontiguousarray(values).data
-    return hashlib.sha256(data).hexdigest()
+    return xxhash.xxh3_128(data).hexdigest()
 
 
 class CacheLock:
@@ -180,7 +184,7 @@ def shard_problems(path: str | Path, fingerprint_id: str, first_example: int, n_
     """What is wrong with one shard file, as short phrases; [] when it is intact.
 
     Always checks the attributes (fingerprint, examples) and every dataset's shape and dtype.
-    `deep` also reads all values and compares them with each dataset's sha256 attribute, and
+    `deep` also reads all values and compares them with each dataset's checksum attribute, and
     the file's sha256 with `sha256` when given (a shard written before per-dataset checksums
     is only trusted on the manifest's word).
     """
@@ -207,7 +211,7 @@ def shard_problems(path: str | Path, fingerprint_id: str, first_example: int, n_
                 elif dtype is not None and dataset.dtype != np.dtype(dtype):
                     problems.append(f"{name} has dtype {dataset.dtype}, expected {dtype}")
                 elif deep and DIGEST in dataset.attrs:
-                    if array_sha256(dataset[()]) != dataset.attrs[DIGEST]:
+                    if array_digest(dataset[()]) != dataset.attrs[DIGEST]:
                         problems.append(f"{name} does not match its checksum (corrupt)")
                 elif deep and sha256 is None:
                     problems.append(f"{name} has no checksum (older cache); cannot be trusted")
@@ -346,9 +350,9 @@ class CacheWriter:
                 arrays = {layer_key(layer): states for layer, states in data.hidden.items()}
                 arrays |= {name: getattr(data, name) for name in TOKEN_ARRAYS}
                 for name, values in arrays.items():
-                    f.create_dataset(name, data=values).attrs[DIGEST] = array_sha256(values)
+                    f.create_dataset(name, data=values).attrs[DIGEST] = array_digest(values)
                 texts = f.create_dataset("texts", data=data.texts, dtype=h5py.string_dtype())
-                texts.attrs[DIGEST] = array_sha256(data.texts)
+                texts.attrs[DIGEST] = array_digest(data.texts)
             # hashed here, while the file is hot in the page cache and off the main thread
             self.file_digests[self.shard_path(index).name] = sha256_file(tmp)
         atomic_write(self.shard_path(index), write)
@@ -446,7 +450,7 @@ class Cache:
     def _read(self, f: h5py.File, shard: dict, name: str, out: np.ndarray | None = None,
               start: int = 0) -> np.ndarray:
         """One dataset of an open shard (into out[start:...] when given), checked against its
-        sha256 attribute the first time this Cache reads it: a flipped bit is an error here."""
+        checksum attribute the first time this Cache reads it: a flipped bit is an error here."""
         dataset = f[name]
         if out is None:
             values = dataset[()]
@@ -455,7 +459,7 @@ class Cache:
             values = out[start:start + len(dataset)]
         key = (shard["name"], name)
         if key not in self._verified and DIGEST in dataset.attrs:
-            if array_sha256(values) != dataset.attrs[DIGEST]:
+            if array_digest(values) != dataset.attrs[DIGEST]:
                 raise CacheError(f"{self.shard_path(shard)}: {name} does not match its checksum "
                                  f"(corrupt on disk); run `pipeline embed` again with the same "
                                  f"inputs to re-embed it")
