@@ -118,6 +118,12 @@ class CacheTask:
         train_epoch(module, optimizer, self.features, rows, self.data.labels,
                     self.params.batch_size, generator, torch.device("cpu"))
 
+    def timed_epoch(self, module, optimizer, generator: torch.Generator) -> float:
+        """One epoch over the training rows; microseconds per training token."""
+        started = time.perf_counter()
+        self.train(module, optimizer, self.data.train_rows, generator)
+        return 1e6 * (time.perf_counter() - started) / len(self.data.train_rows)
+
     def held_out(self, module: torch.nn.Module) -> dict:
         test = self.data.test
         hit = predict_rows(module, self.features, test.rows) == test.y
@@ -130,15 +136,10 @@ def fit_speed(cache_dir: Path, layers: str, epochs: int, params: FitParams) -> d
     task = CacheTask(cache_dir, layers, params)
     module, optimizer = task.new_head()
     generator = torch.Generator().manual_seed(params.seed)
-    rows = task.data.train_rows
-    seconds = []
-    for _ in range(epochs):
-        started = time.perf_counter()
-        task.train(module, optimizer, rows, generator)
-        seconds.append(time.perf_counter() - started)
-    return {"layers": task.layers, "epochs": epochs, "train_tokens": int(len(rows)),
-            "epoch_seconds": seconds,
-            "us_per_token": 1e6 * statistics.median(seconds) / len(rows)}
+    per_epoch = [task.timed_epoch(module, optimizer, generator) for _ in range(epochs)]
+    return {"layers": task.layers, "epochs": epochs,
+            "train_tokens": int(len(task.data.train_rows)),
+            "epoch_us_per_token": per_epoch, "us_per_token": statistics.median(per_epoch)}
 
 
 def paired_fit_speed(model, data, n_train: int, cache_dir: Path, layer: str, params: FitParams,
@@ -153,20 +154,16 @@ def paired_fit_speed(model, data, n_train: int, cache_dir: Path, layer: str, par
     task = CacheTask(cache_dir, layer, params)
     module, optimizer = task.new_head()
     generator = torch.Generator().manual_seed(params.seed)
-    rows = task.data.train_rows
     measured = []
     for r in range(rounds):
-        _, ref = reference.train(model, data, n_train, steps=reference_steps, seed=r)
-        started = time.perf_counter()
-        task.train(module, optimizer, rows, generator)
-        ours = 1e6 * (time.perf_counter() - started) / len(rows)
-        measured.append({"reference_us_per_token": ref["us_per_token"], "us_per_token": ours,
-                         "ratio": ref["us_per_token"] / ours})
+        reference_us = reference.train(model, data, n_train, steps=reference_steps,
+                                       seed=r)[1]["us_per_token"]
+        ours = task.timed_epoch(module, optimizer, generator)
+        measured.append({"reference_us_per_token": reference_us, "us_per_token": ours,
+                         "ratio": reference_us / ours})
     return {"layers": task.layers, "reference_steps": reference_steps, "rounds": measured,
-            "reference_us_per_token": statistics.median(m["reference_us_per_token"]
-                                                        for m in measured),
-            "us_per_token": statistics.median(m["us_per_token"] for m in measured),
-            "ratio": statistics.median(m["ratio"] for m in measured)}
+            **{key: statistics.median(m[key] for m in measured)
+               for key in ("reference_us_per_token", "us_per_token", "ratio")}}
 
 
 def time_to_accuracy(cache_dir: Path, embed_seconds: float, target: float, budget: float,
