@@ -143,8 +143,13 @@ def embed(corpus, out, model, layers, max_tokens, dtype, device, shard_tokens, f
               help="A word's features: its first subtoken's, or the mean over its subtokens.")
 @click.option("--epochs", default=10, show_default=True,
               help="Most epochs; with a dev split, early stopping may end sooner.")
+@click.option("--optimizer", type=click.Choice(["adamw", "lbfgs"]), default="adamw",
+              show_default=True,
+              help="adamw: shuffled mini-batches; lbfgs: full-batch L-BFGS with line search, "
+                   "20 iterations an epoch (linear heads only).")
 @click.option("--lr", default=3e-3, show_default=True, help="AdamW learning rate.")
-@click.option("--weight-decay", default=0.0, show_default=True, help="AdamW weight decay.")
+@click.option("--weight-decay", default=0.0, show_default=True,
+              help="AdamW weight decay; with lbfgs, an L2 penalty weight_decay/2 * |W|^2.")
 @click.option("--schedule", type=click.Choice(["constant", "cosine", "linear"]),
               default="constant", show_default=True, help="Learning rate over the epochs.")
 @click.option("--patience", default=3, show_default=True,
@@ -163,8 +168,9 @@ def embed(corpus, out, model, layers, max_tokens, dtype, device, shard_tokens, f
               help="Memory for cached features, e.g. 1GB: a cache whose features need more is "
                    "streamed shard by shard.  [default: half the available memory]")
 @user_errors
-def fit(cache_dir, task, out, head, layers, hidden, dropout, subword, epochs, lr, weight_decay,
-        schedule, patience, batch_size, seed, val_fraction, selectivity, device, max_memory):
+def fit(cache_dir, task, out, head, layers, hidden, dropout, subword, epochs, optimizer, lr,
+        weight_decay, schedule, patience, batch_size, seed, val_fraction, selectivity, device,
+        max_memory):
     """Train a head on the cached features of CACHE_DIR (the transformer is not run).
 
     A cache embedded with --split trains on train, early-stops on dev and reports test in
@@ -176,7 +182,8 @@ def fit(cache_dir, task, out, head, layers, hidden, dropout, subword, epochs, lr
                        batch_size=batch_size, seed=seed, val_fraction=val_fraction,
                        device=device, head=head, hidden=hidden, dropout=dropout,
                        weight_decay=weight_decay, schedule=schedule, patience=patience,
-                       subword=subword, selectivity=selectivity, max_memory=max_memory)
+                       subword=subword, selectivity=selectivity, max_memory=max_memory,
+                       optimizer=optimizer)
     click.echo(json.dumps(metrics, indent=2))
 
 

@@ -54,6 +54,7 @@ class FitParams:
     patience: int = 3
     subword: str = "first"
     selectivity: bool = False
+    optimizer: str = "adamw"
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,36 @@ def train_epoch(module: nn.Module, optimizer: torch.optim.Optimizer, features: F
     return total / max(1, count)
 
 
+def lbfgs_epoch(module: nn.Module, optimizer: torch.optim.LBFGS, features, rows: np.ndarray,
+                labels: torch.Tensor, weight_decay: float, device: torch.device) -> float:
+    """One full-batch L-BFGS step (up to LBFGS_ITERATIONS iterations, strong-Wolfe line
+    search) on the mean loss over all of `rows` plus weight_decay / 2 * |weights|^2, gathered
+    LBFGS_CHUNK rows at a time in order; returns that objective before the step."""
+    n_labelled = max(1, int((labels[rows] != tasks.IGNORE).sum()))
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for start in range(0, len(rows), LBFGS_CHUNK):
+            chunk = rows[start:start + LBFGS_CHUNK]
+            loss = nn.functional.cross_entropy(
+                head_logits(module, features.batch(chunk, device)), labels[chunk].to(device),
+                ignore_index=tasks.IGNORE, reduction="sum") / n_labelled
+            loss.backward()
+            total += loss.item()
+        if weight_decay:
+            penalty = weight_decay / 2 * sum(p.square().sum() for p in module.parameters()
+                                             if p.dim() > 1)
+            penalty.backward()
+            total += penalty.item()
+        return torch.tensor(total)
+
+    module.train()
+    before = optimizer.step(objective)
+    module.eval()
+    return float(before)
+
+
 def write_history(head_dir: Path, history: list[dict]) -> None:
     def write(tmp):
         with open(tmp, "w", newline="") as f:
@@ -118,6 +148,10 @@ def plot_history(head_dir: Path, history: list[dict], title: str) -> None:
 
 
 SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adamw", "lbfgs")
+# full-batch L-BFGS: iterations per epoch, and rows gathered at a time to sum the loss
+LBFGS_ITERATIONS = 20
+LBFGS_CHUNK = 16384
 
 
 @dataclass
@@ -222,9 +256,18 @@ def prepare(cache: Cache, task_name: str, val_fraction: float = 0.1) -> TaskData
                     word_ids, example_ids)
 
 
-def make_optimizer(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(module: nn.Module, lr: float, weight_decay: float,
+                   optimizer: str = "adamw") -> torch.optim.Optimizer:
     """AdamW, fused: one kernel per step instead of a few per parameter (a linear head's
-    epoch on one Moby-Dick layer: 0.474 -> 0.448 us/token, median of 4, on 2 CPU cores)."""
+    epoch on one Moby-Dick layer: 0.474 -> 0.448 us/token, median of 4, on 2 CPU cores).
+    Or full-batch L-BFGS, which finds its own step sizes (lr and weight_decay are applied by
+    lbfgs_epoch's objective, not here)."""
+    if optimizer == "lbfgs":
+        return torch.optim.LBFGS(module.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS,
+                                 history_size=LBFGS_ITERATIONS, line_search_fn="strong_wolfe")
+    if optimizer != "adamw":
+        raise CacheError(f"unknown --optimizer {optimizer!r}; choose one of "
+                         f"{', '.join(OPTIMIZERS)}")
     return torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
 
 
@@ -250,20 +293,31 @@ def parse_head_layers(spec: str | int | list[int] | None, cached: list[int]
 def train_head(config: HeadConfig, features, labels: torch.Tensor, train_rows: np.ndarray,
                monitor: EvalSplit, early_stop: bool, epochs: int, lr: float,
                weight_decay: float, schedule: str, patience: int, batch_size: int, seed: int,
-               device: torch.device) -> tuple[nn.Module, list[dict], int]:
+               device: torch.device, optimizer: str = "adamw"
+               ) -> tuple[nn.Module, list[dict], int]:
     """Train one head for up to `epochs`, watching `monitor` every epoch. With `early_stop`
     training stops after `patience` epochs without a better monitor word accuracy and the
-    best epoch's weights are kept; otherwise the last epoch's. Returns (module, history,
-    epoch of the returned weights)."""
+    best epoch's weights are kept; otherwise the last epoch's. An AdamW epoch is a pass in
+    shuffled batches, an L-BFGS epoch one full-batch step (lbfgs_epoch). Returns (module,
+    history, epoch of the returned weights)."""
+    if optimizer == "lbfgs" and (config.kind != "linear" or config.mix_layers):
+        raise CacheError("--optimizer lbfgs trains linear heads on fixed layers (a convex "
+                         "problem); use adamw for mlp heads and --layers mix")
+    if optimizer == "lbfgs" and schedule != "constant":
+        raise CacheError("--optimizer lbfgs finds its own step sizes; --schedule applies to adamw")
     torch.manual_seed(seed)
     module = build_head(config).to(device)
-    optimizer = make_optimizer(module, lr, weight_decay)
-    scheduler = make_schedule(optimizer, schedule, epochs)
+    torch_optimizer = make_optimizer(module, lr, weight_decay, optimizer)
+    scheduler = make_schedule(torch_optimizer, schedule, epochs)
     generator = torch.Generator().manual_seed(seed)
     history, best_accuracy, best_epoch, best_state = [], -1.0, 0, None
     for epoch in range(1, epochs + 1):
-        train_loss = train_epoch(module, optimizer, features, train_rows, labels, batch_size,
-                                 generator, device)
+        if optimizer == "lbfgs":
+            train_loss = lbfgs_epoch(module, torch_optimizer, features, train_rows, labels,
+                                     weight_decay, device)
+        else:
+            train_loss = train_epoch(module, torch_optimizer, features, train_rows, labels,
+                                     batch_size, generator, device)
         scheduler.step()
         y_pred = predict_rows(module, features, monitor.rows, device=device)
         accuracy = accuracies(monitor.y, y_pred, monitor.words)
@@ -291,7 +345,8 @@ def fit(cache_dir: str, task: str, out: str, layers: str | list[int] | None = No
         val_fraction: float = 0.1, device: str = "auto", head: str = "linear",
         hidden: int = 512, dropout: float = 0.1, weight_decay: float = 0.0,
         schedule: str = "constant", patience: int = 3, subword: str = "first",
-        selectivity: bool = False, max_memory: str | int | None = None) -> dict:
+        selectivity: bool = False, max_memory: str | int | None = None,
+        optimizer: str = "adamw") -> dict:
     """Train a head on `cache_dir`'s features for `task`; write head, history, plot, metrics.
 
     A cache with train/dev/test splits trains on train, early-stops on dev (`patience`
@@ -300,7 +355,9 @@ def fit(cache_dir: str, task: str, out: str, layers: str | list[int] | None = No
     or 'mix' (learned softmax mix of every cached layer). With `selectivity` a second head
     learns the control task and metrics report the difference. Features stay in memory
     when they fit in `max_memory` (default: half the available memory), else they are
-    streamed from the shards within that budget (pipeline.stream). Returns the metrics.
+    streamed from the shards within that budget (pipeline.stream). `optimizer`: adamw
+    (mini-batches of `batch_size` tokens) or lbfgs (full batch, linear heads). Returns the
+    metrics.
     """
     cache = Cache(cache_dir)
     layer_list, mix = parse_head_layers(layers, cache.layers)
@@ -315,7 +372,8 @@ def fit(cache_dir: str, task: str, out: str, layers: str | list[int] | None = No
                         dropout=dropout if head == "mlp" else 0.0,
                         mix_layers=len(layer_list) if mix else 0)
     options = dict(epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule,
-                   patience=patience, batch_size=batch_size, seed=seed, device=torch_device)
+                   patience=patience, batch_size=batch_size, seed=seed, device=torch_device,
+                   optimizer=optimizer)
     monitor = data.dev or data.test
     started = time.perf_counter()
     module, history, best_epoch = train_head(config, features, data.labels, data.train_rows,
@@ -348,8 +406,9 @@ def fit(cache_dir: str, task: str, out: str, layers: str | list[int] | None = No
     head_dir.mkdir(parents=True, exist_ok=True)
     saved = SavedHead(module.cpu(), config, data.task.name, data.label_names, layer_list,
                       cache.fingerprint, data.majority, subword)
-    saved.save(head_dir, extra={"fit": {"epochs": epochs, "lr": lr, "batch_size": batch_size,
-                                        "seed": seed, "val_fraction": val_fraction,
+    saved.save(head_dir, extra={"fit": {"optimizer": optimizer, "epochs": epochs, "lr": lr,
+                                        "batch_size": batch_size, "seed": seed,
+                                        "val_fraction": val_fraction,
                                         "weight_decay": weight_decay, "schedule": schedule,
                                         "patience": patience, "best_epoch": best_epoch}})
     write_history(head_dir, history)

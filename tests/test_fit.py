@@ -41,6 +41,27 @@ def test_fit_learns_first_letters_from_the_cache(cache_dir, tmp_path):
     assert json.loads((head_dir / "metrics.json").read_text()) == metrics
 
 
+def test_lbfgs_epochs_never_raise_the_full_batch_objective(cache_dir, tmp_path):
+    metrics = fit(str(cache_dir), "first_letter", tmp_path / "head", optimizer="lbfgs",
+                  epochs=4, weight_decay=1e-3, device="cpu")
+    rows = (tmp_path / "head" / "history.csv").read_text().splitlines()[1:]
+    objective = [float(row.split(",")[1]) for row in rows]  # before each epoch's step
+    assert len(objective) == 4 and objective[-1] < objective[0]
+    assert all(later <= earlier for earlier, later in zip(objective, objective[1:]))
+    assert metrics["word_accuracy"] > metrics["baselines"]["majority"]["word_accuracy"]
+    saved = json.loads((tmp_path / "head" / "head.json").read_text())
+    assert saved["fit"]["optimizer"] == "lbfgs"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"head": "mlp"}, "linear heads"), ({"layers": "mix"}, "linear heads"),
+    ({"schedule": "cosine"}, "own step sizes"), ({"optimizer": "sgd"}, "unknown --optimizer")])
+def test_lbfgs_refuses_what_it_cannot_train(cache_dir, tmp_path, options, message):
+    with pytest.raises(CacheError, match=message):
+        fit(str(cache_dir), "first_letter", tmp_path / "head", epochs=1, device="cpu",
+            **({"optimizer": "lbfgs"} | options))
+
+
 def test_fit_reads_only_the_requested_layers(cache_dir, tmp_path):
     metrics = fit(str(cache_dir), "first_letter", tmp_path / "head", layers="1", epochs=1,
                   device="cpu")
