@@ -276,6 +276,8 @@ def forward_layers(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layer
                    dtype: str) -> list[np.ndarray]:
     """Hidden states of the real (unpadded) tokens: per layer (n_real_tokens, hidden) float16,
     rows in batch order (example 0's tokens, then example 1's, ...)."""
+    if lm.device.type == "cuda":  # from page-locked memory the copies run asynchronously
+        ids, mask = ids.pin_memory(), mask.pin_memory()
     ids, mask = ids.to(lm.device, non_blocking=True), mask.to(lm.device, non_blocking=True)
     with torch.autocast(lm.device.type, dtype=DTYPES[dtype], enabled=dtype != "float32"):
         outputs = lm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)

@@ -27,6 +27,8 @@ def to_batch(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
     bytes cross the bus, the device converts) become float32."""
     if device.type == "cpu" and rows.dtype == torch.bfloat16:
         return rows
+    if device.type == "cuda":  # from page-locked memory the copy runs asynchronously
+        return rows.pin_memory().to(device, non_blocking=True).float()
     return rows.to(device).float()
 
 
