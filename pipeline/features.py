@@ -4,7 +4,7 @@ batch at a time.
 The cache stores float16. In memory the layers stay float16, except on CPUs that multiply
 bfloat16 natively (AVX512-BF16, AMX): there they are held as bfloat16 (the same bytes; exact
 for caches embedded in bf16) so that a batch goes to the head's bf16 matmuls without a
-conversion pass. `heads.logits` runs a head on either kind of batch.
+conversion pass. `heads.head_logits` runs a head on either kind of batch.
 """
 
 from __future__ import annotations
