@@ -33,13 +33,14 @@ def to_batch(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class Features:
-    """The chosen layers of a cache, one contiguous (n_tokens, hidden) tensor per layer in
-    hold_dtype(). A batch concatenates the layers of the requested rows:
-    (n_rows, hidden * n_layers), bfloat16 or float32 (see to_batch)."""
+    """The chosen layers of a cache, one contiguous (n_tokens, hidden) 2-byte tensor per layer:
+    hold_dtype() when loaded for training, float16 as given otherwise (no copy). A batch
+    concatenates the layers of the requested rows: (n_rows, hidden * n_layers), bfloat16 or
+    float32 (see to_batch)."""
 
     def __init__(self, layers: list[int], arrays: list[np.ndarray | torch.Tensor]):
         self.layers = layers
-        self.tensors = [torch.as_tensor(a).to(hold_dtype()) for a in arrays]
+        self.tensors = [torch.as_tensor(a) for a in arrays]
 
     @classmethod
     def load(cls, cache: Cache, layers: list[int]) -> "Features":
