@@ -4,7 +4,10 @@ The bert-base-uncased architecture (BertConfig's defaults: 12 layers, hidden 768
 with random weights, since the device has no model hub; its tokenizer is the uncased WordPiece
 vocabulary packaged with the default model (the same 30522 tokens). Runs `pipeline embed` over
 the corpus for {1 layer, all layers} x {float32, bfloat16}, shards written, and reports real
-tokens/s and the share of the bf16 dense peak that the model's FLOPs per token imply.
+tokens/s and the share of the bf16 dense peak that the model's FLOPs per token imply. Then
+`pipeline fit` on the device from the all-layers bf16 cache (a linear head on the last layer, and
+on every layer concatenated, fit's default) as microseconds per training token, and one
+`pipeline predict`.
 `--quick` is a tiny BERT on a slice of the corpus, for a CPU run in the test suite.
 """
 
@@ -26,14 +29,15 @@ BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 31
 QUICK_LINES = 300
 
 
-def build_model(path: Path, quick: bool):
-    """Save a random BERT (bert-base, or a tiny one with --quick) plus the uncased tokenizer."""
+def build_model(path: Path, quick: bool, tokenizer_path: str | None):
+    """Save a random BERT (bert-base, or a tiny one with --quick) plus the uncased tokenizer
+    (the default model's, or the one at `tokenizer_path`: the device may lack the package)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from pipeline.embed import DEFAULT_MODEL, resolve_model_path
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or resolve_model_path(DEFAULT_MODEL))
     config = BertConfig(vocab_size=len(tokenizer))
     if quick:
         config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
@@ -61,6 +65,22 @@ def bf16_peak(device_name: str, override: float | None) -> float | None:
     return None
 
 
+def fit_on_device(cache_dir: Path, config, device: str, epochs: int) -> list[dict]:
+    """`pipeline fit` on `device`: a linear head on the last layer, then on every layer
+    concatenated (fit's default)."""
+    from pipeline.fit import fit
+
+    rows = []
+    for layers, name in ((str(config.num_hidden_layers), "head-last"), (None, "head-all")):
+        metrics = fit(str(cache_dir), "first_letter", str(cache_dir.parent / name),
+                      layers=layers, epochs=epochs, device=device)
+        rows.append({"head": f"linear, {metrics['head']['layers']}",
+                     "us_per_token": metrics["train"]["us_per_token"],
+                     "seconds": metrics["train"]["seconds"],
+                     "word_accuracy": metrics["word_accuracy"]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench gpu", description=__doc__)
     parser.add_argument("--corpus", default=str(MOBY_DICK))
@@ -72,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-tokens", type=int, default=262144)
     parser.add_argument("--peak-tflops", type=float,
                         help="bf16 dense peak of the device (default: looked up by name)")
+    parser.add_argument("--tokenizer", help="folder holding the bert-base-uncased WordPiece "
+                        "tokenizer (default: the packaged default model's)")
+    parser.add_argument("--fit-epochs", type=int, default=3)
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args(argv)
     if not Path(args.corpus).exists():
@@ -82,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.devices import resolve_device
     from pipeline.embed import embed
+    from pipeline.predict import predict
 
     device = resolve_device(args.device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -90,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         corpus, _ = slice_corpus(args.corpus, QUICK_LINES if args.quick else None, workdir)
-        config = build_model(workdir / "model", args.quick)
+        config = build_model(workdir / "model", args.quick, args.tokenizer)
         settings = dict(model=str(workdir / "model"), device=str(device), progress=False,
                         max_tokens=args.max_tokens, shard_tokens=args.shard_tokens)
         # a first small run pays for CUDA context, kernel selection and file-cache warm-up
@@ -118,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                     "share_of_bf16_peak": loop_tps * flops / (peak * 1e12) if peak else None,
                     "disk_bytes": sum(s["bytes"] for s in Cache(out).shards),
                 })
-                shutil.rmtree(out)
+                if not (layers == "all" and dtype == "bfloat16"):
+                    shutil.rmtree(out)
+        fits = fit_on_device(workdir / "cache", config, str(device), args.fit_epochs)
+        sample = predict(str(workdir / "head-all"), ["Call me Ishmael."], device=str(device))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -130,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['layers']:<18}{row['dtype']:<10}{row['tokens_per_second']:>16,.0f}"
               f"{row['loop_tokens_per_second']:>17,.0f}"
               f"{fmt(row['share_of_bf16_peak'], '.2%'):>15}{row['padding']:>9.1%}")
+    print(f"{'fit head':<28}{'us/token':>10}{'train s':>9}{'word acc':>10}")
+    for row in fits:
+        print(f"{row['head']:<28}{row['us_per_token']:>10.4f}{row['seconds']:>9.2f}"
+              f"{row['word_accuracy']:>10.4f}")
+    print("predict:", [(w["word"], w["label"]) for w in sample[0]["words"]])
     if args.json_path:
         atomic_write_json(args.json_path, {"device": device_name, "bf16_peak_tflops": peak,
-                                           "quick": args.quick, "runs": rows})
+                                           "quick": args.quick, "runs": rows, "fits": fits})
     return 0
