@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline import distributed, tasks
+from pipeline import distributed, onednn, tasks
 from pipeline.corpus import CorpusError, read_corpus, read_splits
 from pipeline.devices import cpu_supports_bf16, resolve_device
 from pipeline.errors import PipelineError
@@ -273,9 +273,9 @@ def pad(encoded: list[Encoded | Piece], pad_id: int) -> tuple[torch.Tensor, torc
 
 @torch.inference_mode()
 def forward_layers(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layers: list[int],
-                   dtype: str) -> list[np.ndarray]:
-    """Hidden states of the real (unpadded) tokens: per layer (n_real_tokens, hidden) float16,
-    rows in batch order (example 0's tokens, then example 1's, ...)."""
+                   dtype: str) -> list[torch.Tensor]:
+    """Hidden states of the real (unpadded) tokens: per layer (n_real_tokens, hidden) float16
+    on the CPU, rows in batch order (example 0's tokens, then example 1's, ...)."""
     if lm.device.type == "cuda":  # from page-locked memory the copies run asynchronously
         ids, mask = ids.pin_memory(), mask.pin_memory()
     ids, mask = ids.to(lm.device, non_blocking=True), mask.to(lm.device, non_blocking=True)
@@ -289,7 +289,7 @@ def forward_layers(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layer
         hidden = outputs.hidden_states[layer].flatten(0, 1)
         if real is not None:
             hidden = hidden.index_select(0, real)
-        states.append(hidden.to(torch.float16).cpu().numpy())
+        states.append(hidden.to(torch.float16).cpu())
     return states
 
 
@@ -327,7 +327,8 @@ def embed_examples(lm: LoadedModel, encoded: list[Encoded], layers: list[int], m
     longest first under the token budget."""
     lengths = [len(e.input_ids) for e in encoded]
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    hidden = {layer: np.empty((starts[-1], lm.hidden_size), np.float16) for layer in layers}
+    hidden = {layer: torch.empty((starts[-1], lm.hidden_size), dtype=torch.float16)
+              for layer in layers}
     passes = []  # (example, piece, is the example's last piece)
     for i, e in enumerate(encoded):
         pieces = e.passes()
@@ -338,13 +339,16 @@ def embed_examples(lm: LoadedModel, encoded: list[Encoded], layers: list[int], m
         states = forward_layers(lm, ids, mask, layers, dtype)
         # where each kept state of the batch goes: one scatter per layer for the whole batch
         keep = np.concatenate([piece.keep for piece in pieces])
-        target = np.concatenate([starts[passes[k][0]] + passes[k][1].rows for k in batch])[keep]
+        target = torch.from_numpy(
+            np.concatenate([starts[passes[k][0]] + passes[k][1].rows for k in batch])[keep])
         whole = bool(keep.all())  # windows drop the states another window gives better
         for layer, layer_states in zip(layers, states):
-            hidden[layer][target] = layer_states if whole else layer_states[keep]
+            # torch's row copy runs on every core; numpy's fancy assignment on one
+            hidden[layer].index_copy_(0, target, layer_states if whole
+                                      else layer_states[torch.from_numpy(keep)])
         if progress is not None:
             progress.update(sum(passes[k][2] for k in batch), len(keep), ids.numel())
-    return hidden
+    return {layer: states.numpy() for layer, states in hidden.items()}
 
 
 def plan_groups(n_shards: int, shard_bytes: int) -> list[list[int]]:
@@ -407,11 +411,17 @@ def drop_blocks_above(lm: LoadedModel, last_layer: int) -> None:
         lm.model.pooler = None
 
 
-def cast_model(lm: LoadedModel, dtype: str) -> None:
+def cast_model(lm: LoadedModel, dtype: str) -> str:
     """Hold the weights in the reduced compute dtype (bf16 anywhere, fp16 on CUDA): activations
-    then stay in it between matmuls, about 1.5x faster on a bf16 CPU than autocast alone."""
+    then stay in it between matmuls, about 1.5x faster on a bf16 CPU than autocast alone. On a
+    CPU that multiplies bf16 natively the linears then run as oneDNN linears (pipeline.onednn).
+    Returns the kernels the forward pass uses: "eager" or onednn.KERNELS."""
     if dtype == "bfloat16" or (dtype == "float16" and lm.device.type == "cuda"):
         lm.model.to(DTYPES[dtype])
+    if dtype == "bfloat16" and lm.device.type == "cpu" and cpu_supports_bf16():
+        if onednn.pack_linears(lm.model):
+            return onednn.KERNELS
+    return "eager"
 
 
 def keep_freed_memory() -> None:
@@ -484,7 +494,7 @@ def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | 
     layer_list = parse_layers(layers, lm.n_hidden_states)
     drop_blocks_above(lm, max(layer_list))
     compute_dtype = resolve_dtype(dtype, lm.device)
-    cast_model(lm, compute_dtype)
+    kernels = cast_model(lm, compute_dtype)
     texts = [e.text for e in corpus.examples]
     started = time.perf_counter()
     encoded = tokenize(lm.tokenizer, texts, lm.max_length,
@@ -498,6 +508,7 @@ def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | 
         "layers": layer_list,
         "storage_dtype": "float16",
         "compute_dtype": compute_dtype,
+        "kernels": kernels,  # values differ in the last bf16 place between kernels
         "max_length": lm.max_length,
         "corpus": {"sha256": corpus.sha256, "format": corpus.format, "encoding": encoding,
                    "keep_blank": keep_blank},
