@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.devices import cpu_supports_bf16
+from pipeline.devices import copy_converted, cpu_supports_bf16
 from pipeline.store import Cache
 
 
@@ -45,15 +45,19 @@ class Features:
     @classmethod
     def load(cls, cache: Cache, layers: list[int]) -> "Features":
         """Read the layers shard by shard into their tensors: peak memory is the features
-        plus one shard, whatever dtype they are held in."""
+        plus one shard's layer, whatever dtype they are held in."""
         cache.check_layers(layers)
         tensors = [torch.empty(cache.n_tokens, cache.hidden_size, dtype=hold_dtype())
                    for _ in layers]
+        # one reused read buffer: fresh arrays per shard and layer cost a page fault every
+        # 4 KB (1.8 GB of Moby-Dick's 7 layers: ~0.4 s of a 2.2 s load)
+        staging = np.empty((max(s["n_tokens"] for s in cache.shards), cache.hidden_size),
+                           dtype=np.float16)
         start = 0
         for shard in cache.shards:
             stop = start + shard["n_tokens"]
-            for tensor, array in zip(tensors, cache.read_shard_layers(shard, layers)):
-                tensor[start:stop] = torch.from_numpy(array)
+            for tensor, array in zip(tensors, cache.read_shard_layers(shard, layers, staging)):
+                copy_converted(tensor[start:stop], torch.from_numpy(array))
             start = stop
         return cls(layers, tensors)
 

@@ -495,11 +495,21 @@ class Cache:
                 start += shard["n_tokens"]
         return out
 
-    def read_shard_layers(self, shard: dict, layers: list[int]) -> list[np.ndarray]:
-        """One shard's hidden states: per layer (shard n_tokens, hidden) float16."""
+    def read_shard_layers(self, shard: dict, layers: list[int],
+                          staging: np.ndarray | None = None):
+        """One shard's hidden states: per layer (shard n_tokens, hidden) float16. With
+        `staging` (at least n_tokens rows), a generator that reads each layer into it in turn:
+        use each array before taking the next."""
         self.check_layers(layers)
+        if staging is None:
+            with self._open(shard) as f:
+                return [self._read(f, shard, layer_key(layer)) for layer in layers]
+        return self._read_through(shard, layers, staging)
+
+    def _read_through(self, shard: dict, layers: list[int], staging: np.ndarray):
         with self._open(shard) as f:
-            return [self._read(f, shard, layer_key(layer)) for layer in layers]
+            for layer in layers:
+                yield self._read(f, shard, layer_key(layer), staging)[:shard["n_tokens"]]
 
     def read(self, name: str) -> np.ndarray:
         """A per-token array (one of TOKEN_ARRAYS), concatenated over shards."""
