@@ -36,6 +36,10 @@ def test_quick_benchmark_writes_the_contract_keys(tiny_model, small_corpus, tmp_
     reference = results["reference"]
     assert reference["train"]["steps"] == 20 and reference["embed"]["padding"] > 0
     assert 0 <= reference["held_out"]["word_accuracy"] <= 1
+    turns = results["pipeline"]["embed_in_turns"]
+    assert len(turns["rounds"]) == 2
+    assert results["embed_speedup"] == sum(r["ratio"] for r in turns["rounds"]) / 2  # median
+    assert not list((tmp_path / "work").glob("cache-round*"))  # only the first cache is kept
     paired = results["pipeline"]["fit_speed_paired"]
     assert len(paired["rounds"]) == 3 and paired["reference_steps"] == 2
     assert results["fit_speedup"] == sorted(r["ratio"] for r in paired["rounds"])[1]
