@@ -4,7 +4,8 @@ The bert-base-uncased architecture (BertConfig's defaults: 12 layers, hidden 768
 with random weights, since the device has no model hub; its tokenizer is the uncased WordPiece
 vocabulary packaged with the default model (the same 30522 tokens). Runs `pipeline embed` over
 the corpus for {1 layer, all layers} x {float32, bfloat16}, shards written, and reports real
-tokens/s and the share of the bf16 dense peak that the model's FLOPs per token imply. Then
+tokens/s and the share of the bf16 dense peak that the model's FLOPs per token imply, next to
+the model alone over the same batches (no copies off the device, no files). Then
 `pipeline fit` on the device from the all-layers bf16 cache (a linear head on the last layer, and
 on every layer concatenated, fit's default) as microseconds per training token, and one
 `pipeline predict`.
@@ -65,6 +66,44 @@ def bf16_peak(device_name: str, override: float | None) -> float | None:
     return None
 
 
+def forward_only_speed(model_dir: str, corpus: str, device: str, dtype: str,
+                       max_tokens: int) -> dict:
+    """The model alone over the corpus in `pipeline embed`'s batches: no hidden states copied
+    off the device, nothing written. Real tokens/s of the forward passes, the device
+    synchronised at the end: the ceiling the embed pass could reach."""
+    import torch
+
+    from pipeline.corpus import read_corpus
+    from pipeline.embed import DTYPES, cast_model, load_model, pad, token_budget_batches, tokenize
+
+    lm = load_model(model_dir, device=device)
+    cast_model(lm, dtype)
+    encoded = tokenize(lm.tokenizer, [e.text for e in read_corpus(corpus).examples],
+                       lm.max_length)
+    passes = [piece for e in encoded for piece in e.passes()]  # windows of long examples
+    batches = [pad([passes[k] for k in batch], lm.tokenizer.pad_token_id or 0)
+               for batch in token_budget_batches([len(p.input_ids) for p in passes],
+                                                 max_tokens)]
+    batches = [(ids.to(lm.device), mask.to(lm.device)) for ids, mask in batches]
+
+    def run_all() -> None:
+        with torch.inference_mode(), torch.autocast(lm.device.type, dtype=DTYPES[dtype],
+                                                    enabled=dtype != "float32"):
+            for ids, mask in batches:
+                lm.model(input_ids=ids, attention_mask=mask)
+        if lm.device.type == "cuda":
+            torch.cuda.synchronize(lm.device)
+
+    run_all()  # kernel selection and caching allocator warm-up
+    started = time.perf_counter()
+    run_all()
+    seconds = time.perf_counter() - started
+    real = int(sum(int(mask.sum()) for _, mask in batches))
+    padded = sum(mask.numel() for _, mask in batches)
+    return {"dtype": dtype, "seconds": seconds, "tokens_per_second": real / seconds,
+            "mean_padded_length": padded / len(passes)}
+
+
 def fit_on_device(cache_dir: Path, config, device: str, epochs: int) -> list[dict]:
     """`pipeline fit` on `device`: a linear head on the last layer, then on every layer
     concatenated (fit's default)."""
@@ -122,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         warm.write_text("\n".join(Path(corpus).read_text(encoding="utf-8-sig")
                                   .splitlines()[:200]) + "\n", encoding="utf-8")
         embed(str(warm), workdir / "warm", layers="all", dtype="bfloat16", **settings)
+        forward = [forward_only_speed(settings["model"], corpus, str(device), dtype,
+                                      args.max_tokens) for dtype in ("float32", "bfloat16")]
+        for row in forward:
+            flops = flops_per_token(config, row["mean_padded_length"])
+            row["share_of_bf16_peak"] = (row["tokens_per_second"] * flops / (peak * 1e12)
+                                         if peak else None)
         for layers, label in ((str(config.num_hidden_layers), "1 layer (last)"),
                               ("all", f"all {config.num_hidden_layers + 1} layers")):
             for dtype in ("float32", "bfloat16"):
@@ -153,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{rows[0]['gflop_per_token']:.3f} GFLOP per token")
     print(f"{'layers':<18}{'dtype':<10}{'tokens/s (all)':>16}{'tokens/s (loop)':>17}"
           f"{'share of peak':>15}{'padding':>9}")
+    for row in forward:
+        print(f"{'model alone':<18}{row['dtype']:<10}{'-':>16}{row['tokens_per_second']:>17,.0f}"
+              f"{fmt(row['share_of_bf16_peak'], '.2%'):>15}")
     for row in rows:
         print(f"{row['layers']:<18}{row['dtype']:<10}{row['tokens_per_second']:>16,.0f}"
               f"{row['loop_tokens_per_second']:>17,.0f}"
@@ -164,5 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     print("predict:", [(w["word"], w["label"]) for w in sample[0]["words"]])
     if args.json_path:
         atomic_write_json(args.json_path, {"device": device_name, "bf16_peak_tflops": peak,
-                                           "quick": args.quick, "runs": rows, "fits": fits})
+                                           "quick": args.quick, "forward_only": forward,
+                                           "runs": rows, "fits": fits})
     return 0
