@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"tiny BERT, first {QUICK_LINES} lines (a CPU smoke test)")
     parser.add_argument("--max-tokens", type=int, default=65536,
                         help="token budget per batch (GPUs want large batches)")
-    parser.add_argument("--shard-tokens", type=int, default=262144)
+    parser.add_argument("--shard-tokens", type=int, default=65536)
     parser.add_argument("--peak-tflops", type=float,
                         help="bf16 dense peak of the device (default: looked up by name)")
     parser.add_argument("--tokenizer", help="folder holding the bert-base-uncased WordPiece "
