@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 
@@ -31,10 +30,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # float16 hidden states of the shards embedded together (plan_groups); the writer may hold as
 # much again while the next group is computed
 GROUP_BYTES = 1_250_000_000
-# shards are written (and checksummed) one per thread; the threads run at low priority, so
-# more of them than a CPU forward pass leaves room for cost nothing, and a GPU machine's
-# spare cores write several shards at once
-WRITER_THREADS = min(8, max(2, os.cpu_count() or 2))
 
 
 class ModelError(PipelineError):
@@ -554,7 +549,7 @@ def embed(corpus_path: str, out: str, model: str = DEFAULT_MODEL, layers: str | 
             def embed_my_shards() -> dict:
                 bar = TokenProgress(sum(span(group)[1] - span(group)[0] for group in mine),
                                     progress and ranks.primary)
-                with BackgroundWriter(writer, WRITER_THREADS) as background:
+                with BackgroundWriter(writer) as background:
                     for group in mine:
                         missing = [i for i in group if not writer.existing_shard(
                             i, shard_ranges[i][0], shard_ranges[i][1] - shard_ranges[i][0],
