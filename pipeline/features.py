@@ -56,7 +56,7 @@ class Features:
         start = 0
         for shard in cache.shards:
             stop = start + shard["n_tokens"]
-            for tensor, array in zip(tensors, cache.read_shard_layers(shard, layers, staging)):
+            for tensor, array in zip(tensors, cache.iter_shard_layers(shard, layers, staging)):
                 copy_converted(tensor[start:stop], torch.from_numpy(array))
             start = stop
         return cls(layers, tensors)

@@ -495,18 +495,17 @@ class Cache:
                 start += shard["n_tokens"]
         return out
 
-    def read_shard_layers(self, shard: dict, layers: list[int],
-                          staging: np.ndarray | None = None):
-        """One shard's hidden states: per layer (shard n_tokens, hidden) float16. With
-        `staging` (at least n_tokens rows), a generator that reads each layer into it in turn:
-        use each array before taking the next."""
+    def read_shard_layers(self, shard: dict, layers: list[int]) -> list[np.ndarray]:
+        """One shard's hidden states: per layer (shard n_tokens, hidden) float16."""
         self.check_layers(layers)
-        if staging is None:
-            with self._open(shard) as f:
-                return [self._read(f, shard, layer_key(layer)) for layer in layers]
-        return self._read_through(shard, layers, staging)
+        with self._open(shard) as f:
+            return [self._read(f, shard, layer_key(layer)) for layer in layers]
 
-    def _read_through(self, shard: dict, layers: list[int], staging: np.ndarray):
+    def iter_shard_layers(self, shard: dict, layers: list[int], staging: np.ndarray):
+        """One shard's hidden states read one layer at a time into `staging` (at least
+        n_tokens rows, float16): yields a (n_tokens, hidden) view of it per layer, valid until
+        the next one is read."""
+        self.check_layers(layers)
         with self._open(shard) as f:
             for layer in layers:
                 yield self._read(f, shard, layer_key(layer), staging)[:shard["n_tokens"]]
