@@ -282,7 +282,7 @@ def pad(encoded: list[Encoded | Piece], pad_id: int) -> tuple[torch.Tensor, torc
 def forward_layers(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layers: list[int],
                    dtype: str) -> list[torch.Tensor]:
     """Hidden states of the real (unpadded) tokens: per layer (n_real_tokens, hidden) float16
-    on the CPU, rows in batch order (example 0's tokens, then example 1's, ...)."""
+    on the model's device, rows in batch order (example 0's tokens, then example 1's, ...)."""
     if lm.device.type == "cuda":  # from page-locked memory the copies run asynchronously
         ids, mask = ids.pin_memory(), mask.pin_memory()
     ids, mask = ids.to(lm.device, non_blocking=True), mask.to(lm.device, non_blocking=True)
@@ -299,7 +299,7 @@ def forward_layers(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layer
         if lm.device.type == "cpu" and hidden.dtype != torch.float16:
             states.append(copy_converted(torch.empty(hidden.shape, dtype=torch.float16), hidden))
         else:
-            states.append(hidden.to(torch.float16).cpu())
+            states.append(hidden.to(torch.float16))
     return states
 
 
@@ -337,8 +337,10 @@ def embed_examples(lm: LoadedModel, encoded: list[Encoded], layers: list[int], m
     longest first under the token budget."""
     lengths = [len(e.input_ids) for e in encoded]
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    hidden = {layer: torch.empty((starts[-1], lm.hidden_size), dtype=torch.float16)
-              for layer in layers}
+    # gathered where the model runs: on a GPU, reordering there and copying each layer off
+    # once per group beats copying every batch off and reordering on the host
+    hidden = {layer: torch.empty((starts[-1], lm.hidden_size), dtype=torch.float16,
+                                 device=lm.device) for layer in layers}
     passes = []  # (example, piece, is the example's last piece)
     for i, e in enumerate(encoded):
         pieces = e.passes()
@@ -349,16 +351,16 @@ def embed_examples(lm: LoadedModel, encoded: list[Encoded], layers: list[int], m
         states = forward_layers(lm, ids, mask, layers, dtype)
         # where each kept state of the batch goes: one scatter per layer for the whole batch
         keep = np.concatenate([piece.keep for piece in pieces])
-        target = torch.from_numpy(
-            np.concatenate([starts[passes[k][0]] + passes[k][1].rows for k in batch])[keep])
+        target = torch.from_numpy(np.concatenate(
+            [starts[passes[k][0]] + passes[k][1].rows for k in batch])[keep]).to(lm.device)
         whole = bool(keep.all())  # windows drop the states another window gives better
         for layer, layer_states in zip(layers, states):
             # torch's row copy runs on every core; numpy's fancy assignment on one
             hidden[layer].index_copy_(0, target, layer_states if whole
-                                      else layer_states[torch.from_numpy(keep)])
+                                      else layer_states[torch.from_numpy(keep).to(lm.device)])
         if progress is not None:
             progress.update(sum(passes[k][2] for k in batch), len(keep), ids.numel())
-    return {layer: states.numpy() for layer, states in hidden.items()}
+    return {layer: states.cpu().numpy() for layer, states in hidden.items()}
 
 
 def plan_groups(n_shards: int, shard_bytes: int) -> list[list[int]]:
