@@ -39,3 +39,11 @@ def copy_converted(dst: torch.Tensor, src: torch.Tensor, chunk_rows: int = 4096)
     for start in range(0, len(src), chunk_rows):
         dst[start:start + chunk_rows].copy_(src[start:start + chunk_rows].float())
     return dst
+
+
+def converted(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A CPU `tensor` (rows first) as `dtype`: itself when it already is, else a copy made by
+    copy_converted."""
+    if tensor.dtype == dtype:
+        return tensor
+    return copy_converted(torch.empty(tensor.shape, dtype=dtype), tensor)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pipeline import distributed, onednn, tasks
 from pipeline.corpus import CorpusError, read_corpus, read_splits
-from pipeline.devices import copy_converted, cpu_supports_bf16, resolve_device
+from pipeline.devices import converted, cpu_supports_bf16, resolve_device
 from pipeline.errors import PipelineError
 from pipeline.labels import write_corpus_labels
 from pipeline.store import FORMAT_VERSION, BackgroundWriter, Cache, CacheWriter, ShardData
@@ -296,10 +296,8 @@ def forward_layers(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layer
         hidden = outputs.hidden_states[layer].flatten(0, 1)
         if real is not None:
             hidden = hidden.index_select(0, real)
-        if lm.device.type == "cpu" and hidden.dtype != torch.float16:
-            states.append(copy_converted(torch.empty(hidden.shape, dtype=torch.float16), hidden))
-        else:
-            states.append(hidden.to(torch.float16))
+        states.append(converted(hidden, torch.float16) if lm.device.type == "cpu"
+                      else hidden.to(torch.float16))
     return states
 
 

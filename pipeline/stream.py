@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 import torch
 
+from pipeline.devices import converted
 from pipeline.errors import PipelineError
 from pipeline.features import Features, hold_dtype, to_batch
 from pipeline.store import Cache
@@ -107,7 +108,7 @@ class StreamedFeatures:
             for array in self._shard(int(index)):
                 out[where, column:column + array.shape[1]] = array[local]
                 column += array.shape[1]
-        return to_batch(torch.from_numpy(out).to(hold_dtype()), torch.device(device))
+        return to_batch(converted(torch.from_numpy(out), hold_dtype()), torch.device(device))
 
     def shuffled(self, rows: np.ndarray, generator: torch.Generator) -> np.ndarray:
         """`rows` in training order: shards in random order, `buffer_shards` at a time, the rows

@@ -9,6 +9,7 @@ import numpy as np
 import psutil
 import torch
 
+from pipeline.devices import converted
 from pipeline.errors import PipelineError
 from pipeline.features import Features, hold_dtype
 from pipeline.store import Cache
@@ -91,10 +92,10 @@ class RowFeatures:
             full = cache.read_layer(layer)
             if mode == "mean":
                 pooled = WordMean(Features([layer], [full]), word_ids, example_ids)
-                arrays.append(torch.cat([pooled.batch(rows[i:i + 65536]).to(hold_dtype())
+                arrays.append(torch.cat([converted(pooled.batch(rows[i:i + 65536]), hold_dtype())
                                          for i in range(0, len(rows), 65536)]))
             else:
-                arrays.append(torch.from_numpy(full[rows]).to(hold_dtype()))
+                arrays.append(converted(torch.from_numpy(full[rows]), hold_dtype()))
             del full
         return cls(Features(layers, arrays), position)
 
