@@ -2,9 +2,10 @@
 
 Same corpus, same model, same held-out lines (the last 10% of examples, as `pipeline fit`).
 Phases, in order: the reference (embed in its batching, then its 100-step training loop), then
-`pipeline embed` and `pipeline fit` at their defaults in child processes (peak RSS), then fit's
-training speed per token (alone, then in turns with reference steps: `fit_speedup` is the
-in-turns figure), then time-to-accuracy.
+`pipeline embed`'s forward pass alone, then `pipeline embed` in a child process in turns with
+the reference's batching (`embed_speedup` is the in-turns figure), then `pipeline fit` at its
+defaults in child processes (peak RSS), then fit's training speed per token (alone, then in
+turns with reference steps: `fit_speedup` is the in-turns figure), then time-to-accuracy.
 
 Embed tokens/s leave model loading out on both sides: the reference's is its forward loop;
 ours is the whole `embed` call less loading the model (reading the corpus, tokenizing, the
@@ -142,6 +143,11 @@ def fit_speed(cache_dir: Path, layers: str, epochs: int, params: FitParams) -> d
             "epoch_us_per_token": per_epoch, "us_per_token": statistics.median(per_epoch)}
 
 
+def medians(rounds: list[dict], keys: tuple[str, ...]) -> dict:
+    """The median over `rounds` of each of `keys`."""
+    return {key: statistics.median(r[key] for r in rounds) for key in keys}
+
+
 def paired_embed_speed(ref_model, ref_data, corpus_path: str, model: str, cache_dir: Path,
                        rounds: int) -> dict:
     """Real tokens/s of the reference's batching and of `pipeline embed` (child process, shards
@@ -170,8 +176,7 @@ def paired_embed_speed(ref_model, ref_data, corpus_path: str, model: str, cache_
                          "pass_seconds": pass_seconds, "seconds": ours["seconds"],
                          "stats": ours["stats"], "peak_rss_mb": ours["peak_rss_mb"]})
     return {"rounds": measured, "peak_rss_mb": max(m["peak_rss_mb"] for m in measured),
-            **{key: statistics.median(m[key] for m in measured)
-               for key in ("reference_tokens_per_second", "tokens_per_second", "ratio")}}
+            **medians(measured, ("reference_tokens_per_second", "tokens_per_second", "ratio"))}
 
 
 def paired_fit_speed(model, data, n_train: int, cache_dir: Path, layer: str, params: FitParams,
@@ -194,8 +199,7 @@ def paired_fit_speed(model, data, n_train: int, cache_dir: Path, layer: str, par
         measured.append({"reference_us_per_token": reference_us, "us_per_token": ours,
                          "ratio": reference_us / ours})
     return {"layers": task.layers, "reference_steps": reference_steps, "rounds": measured,
-            **{key: statistics.median(m[key] for m in measured)
-               for key in ("reference_us_per_token", "us_per_token", "ratio")}}
+            **medians(measured, ("reference_us_per_token", "us_per_token", "ratio"))}
 
 
 def time_to_accuracy(cache_dir: Path, embed_seconds: float, target: float, budget: float,
