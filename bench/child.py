@@ -67,14 +67,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.what == "embed":
-        from pipeline.embed import embed, resolve_model_path
+        from pipeline.embedding import embed, resolve_model_path
 
         import_model_code(resolve_model_path(args.model))
         started = time.perf_counter()
         manifest = embed(args.source, args.out, model=args.model, progress=False)
         result = {"seconds": time.perf_counter() - started, "stats": manifest["stats"]}
     else:
-        from pipeline.fit import fit
+        from pipeline.training import fit
 
         started = time.perf_counter()
         metrics = fit(args.source, "first_letter", args.out, layers=args.layers)

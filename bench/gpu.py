@@ -36,7 +36,7 @@ def build_model(path: Path, quick: bool, tokenizer_path: str | None):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.embed import DEFAULT_MODEL, resolve_model_path
+    from pipeline.embedding import DEFAULT_MODEL, resolve_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or resolve_model_path(DEFAULT_MODEL))
     config = BertConfig(vocab_size=len(tokenizer))
@@ -74,7 +74,7 @@ def forward_only_speed(model_dir: str, corpus: str, device: str, dtype: str,
     import torch
 
     from pipeline.corpus import read_corpus
-    from pipeline.embed import DTYPES, cast_model, load_model, pad, token_budget_batches, tokenize
+    from pipeline.embedding import DTYPES, cast_model, load_model, pad, token_budget_batches, tokenize
 
     lm = load_model(model_dir, device=device)
     cast_model(lm, dtype)
@@ -107,7 +107,7 @@ def forward_only_speed(model_dir: str, corpus: str, device: str, dtype: str,
 def fit_on_device(cache_dir: Path, config, device: str, epochs: int) -> list[dict]:
     """`pipeline fit` on `device`: a linear head on the last layer, then on every layer
     concatenated (fit's default)."""
-    from pipeline.fit import fit
+    from pipeline.training import fit
 
     rows = []
     for layers, name in ((str(config.num_hidden_layers), "head-last"), (None, "head-all")):
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pipeline.devices import resolve_device
-    from pipeline.embed import embed
+    from pipeline.embedding import embed
     from pipeline.predict import predict
 
     device = resolve_device(args.device)

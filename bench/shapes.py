@@ -16,9 +16,9 @@ import sys
 import time
 
 from bench.suite import MOBY_DICK
-from pipeline.config import EmbedParams
+from pipeline.settings import EmbedSettings
 from pipeline.corpus import read_corpus
-from pipeline.embed import (DEFAULT_MODEL, cast_model, drop_blocks_above, forward_layers,
+from pipeline.embedding import (DEFAULT_MODEL, cast_model, drop_blocks_above, forward_layers,
                             keep_freed_memory, load_model, pad, plan_shards, resolve_dtype,
                             token_budget_batches, tokenize)
 
@@ -29,15 +29,15 @@ def main(argv: list[str]) -> None:
     lm = load_model(DEFAULT_MODEL, device="cpu")
     layers = list(range(lm.n_hidden_states))
     drop_blocks_above(lm, layers[-1])
-    dtype = resolve_dtype(EmbedParams.dtype, lm.device)
+    dtype = resolve_dtype(EmbedSettings().dtype, lm.device)
     cast_model(lm, dtype)
     encoded = tokenize(lm.tokenizer, [e.text for e in read_corpus(corpus).examples],
                        lm.max_length)
     lengths = [len(e.input_ids) for e in encoded]
     seen: set[tuple[int, int]] = set()
     totals = {"new": [0.0, 0, 0], "seen before": [0.0, 0, 0]}  # seconds, tokens, batches
-    for start, stop in plan_shards(lengths, EmbedParams.shard_tokens):
-        for batch in token_budget_batches(lengths[start:stop], EmbedParams.max_tokens):
+    for start, stop in plan_shards(lengths, EmbedSettings().shard_tokens):
+        for batch in token_budget_batches(lengths[start:stop], EmbedSettings().max_tokens):
             ids, mask = pad([encoded[start + k] for k in batch], lm.tokenizer.pad_token_id or 0)
             started = time.perf_counter()
             forward_layers(lm, ids, mask, layers, dtype)

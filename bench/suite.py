@@ -30,14 +30,13 @@ import numpy as np
 import torch
 
 from bench import child, reference
-from pipeline.config import EmbedParams, FitParams
+from pipeline.settings import EmbedSettings, FitSettings
 from pipeline.corpus import read_corpus
-from pipeline.embed import (DEFAULT_MODEL, cast_model, embed_examples, load_model,
+from pipeline.embedding import (DEFAULT_MODEL, cast_model, embed_examples, load_model,
                             resolve_dtype, resolve_model_path, tokenize)
-from pipeline.evaluate import predict_rows
-from pipeline.features import Features
-from pipeline.fit import make_optimizer, parse_fit_layers, prepare, train_epoch
-from pipeline.heads import HeadConfig, build_head
+from pipeline.training import (Features, HeadConfig, Trainee, TrainOptions, new_trainee,
+                               parse_fit_layers, predict_rows, prepare)
+from pipeline.training.loop import adamw_epoch
 from pipeline.store import Cache, atomic_write_json
 
 MOBY_DICK = Path(__file__).resolve().parents[2] / "shared" / "data" / "moby-dick" / "pg2701.txt"
@@ -72,7 +71,7 @@ def run_reference(model_path: str, texts: list[str], steps: int, seed: int):
     max_length = min(model.config.max_position_embeddings, tokenizer.model_max_length)
     data = reference.prepare(tokenizer, texts, max_length)
     embed_result = reference.embed_in_order(model, data)
-    n_train = len(texts) - max(1, round(len(texts) * FitParams.val_fraction))
+    n_train = len(texts) - max(1, round(len(texts) * FitSettings().val_fraction))
     learner, train_result = reference.train(model, data, n_train, steps=steps, seed=seed)
     accuracy = reference.held_out_accuracy(learner, data, n_train)
     return ({"embed": embed_result, "train": train_result, "held_out": accuracy,
@@ -86,12 +85,12 @@ def sorted_forward(model: str, texts: list[str]) -> dict:
     its default token budget, its default compute dtype, every hidden state copied off as
     float16. Compared with the reference's 128-line fp32 batches over the same lines."""
     lm = load_model(model, device="cpu")
-    dtype = resolve_dtype(EmbedParams.dtype, lm.device)
+    dtype = resolve_dtype(EmbedSettings().dtype, lm.device)
     cast_model(lm, dtype)
     started = time.perf_counter()
     encoded = tokenize(lm.tokenizer, texts, lm.max_length)
     n_tokens = sum(len(e.input_ids) for e in encoded)
-    embed_examples(lm, encoded, list(range(lm.n_hidden_states)), EmbedParams.max_tokens, dtype)
+    embed_examples(lm, encoded, list(range(lm.n_hidden_states)), EmbedSettings().max_tokens, dtype)
     seconds = time.perf_counter() - started
     return {"dtype": dtype, "seconds": seconds, "real_tokens": n_tokens,
             "tokens_per_second": n_tokens / seconds}
@@ -101,43 +100,44 @@ class CacheTask:
     """What `pipeline fit` trains and scores on, loaded as fit loads it: labels, training rows,
     the held-out rows with their truth, and the chosen layers as float16 features."""
 
-    def __init__(self, cache_dir: Path, layers: str, params: FitParams):
+    def __init__(self, cache_dir: Path, layers: str, params: FitSettings):
         cache = Cache(cache_dir)
         self.data = prepare(cache, TASK, params.val_fraction)
         self.layers = parse_fit_layers(layers, cache.layers)
         self.features = Features.load(cache, self.layers)
         self.params = params
 
-    def new_head(self) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    def new_head(self) -> Trainee:
         """A fresh linear head and fit's optimizer at fit's defaults."""
         torch.manual_seed(self.params.seed)
-        module = build_head(HeadConfig(kind="linear", in_features=self.features.in_features,
-                                       n_labels=len(self.data.label_names)))
-        return module, make_optimizer(module, self.params.lr, self.params.weight_decay)
+        config = HeadConfig(kind="linear", in_features=self.features.in_features,
+                            n_labels=len(self.data.label_names))
+        return new_trainee("head", config, TrainOptions(lr=self.params.lr,
+                                                        weight_decay=self.params.weight_decay))
 
-    def train(self, module, optimizer, rows: np.ndarray, generator: torch.Generator) -> None:
-        train_epoch(module, optimizer, self.features, rows, self.data.labels,
-                    self.params.batch_size, generator, torch.device("cpu"))
+    def train(self, head: Trainee, rows: np.ndarray, generator: torch.Generator) -> None:
+        adamw_epoch([head], self.features, rows, self.data.labels, self.params.batch_size,
+                    generator, torch.device("cpu"))
 
-    def timed_epoch(self, module, optimizer, generator: torch.Generator) -> float:
+    def timed_epoch(self, head: Trainee, generator: torch.Generator) -> float:
         """One epoch over the training rows; microseconds per training token."""
         started = time.perf_counter()
-        self.train(module, optimizer, self.data.train_rows, generator)
+        self.train(head, self.data.train_rows, generator)
         return 1e6 * (time.perf_counter() - started) / len(self.data.train_rows)
 
-    def held_out(self, module: torch.nn.Module) -> dict:
+    def held_out(self, head: Trainee) -> dict:
         test = self.data.test
-        hit = predict_rows(module, self.features, test.rows) == test.y
+        hit = predict_rows(head.module, self.features, test.rows) == test.y
         return {"word_accuracy": float(hit[test.words].mean()),
                 "token_accuracy": float(hit.mean())}
 
 
-def fit_speed(cache_dir: Path, layers: str, epochs: int, params: FitParams) -> dict:
+def fit_speed(cache_dir: Path, layers: str, epochs: int, params: FitSettings) -> dict:
     """Microseconds per training token of pipeline fit's training loop (median epoch)."""
     task = CacheTask(cache_dir, layers, params)
-    module, optimizer = task.new_head()
+    head = task.new_head()
     generator = torch.Generator().manual_seed(params.seed)
-    per_epoch = [task.timed_epoch(module, optimizer, generator) for _ in range(epochs)]
+    per_epoch = [task.timed_epoch(head, generator) for _ in range(epochs)]
     return {"layers": task.layers, "epochs": epochs,
             "train_tokens": int(len(task.data.train_rows)),
             "epoch_us_per_token": per_epoch, "us_per_token": statistics.median(per_epoch)}
@@ -179,7 +179,7 @@ def paired_embed_speed(ref_model, ref_data, corpus_path: str, model: str, cache_
             **medians(measured, ("reference_tokens_per_second", "tokens_per_second", "ratio"))}
 
 
-def paired_fit_speed(model, data, n_train: int, cache_dir: Path, layer: str, params: FitParams,
+def paired_fit_speed(model, data, n_train: int, cache_dir: Path, layer: str, params: FitSettings,
                      rounds: int, reference_steps: int) -> dict:
     """Time per training token of the reference loop and of fit's epoch, taken in turns.
 
@@ -189,13 +189,13 @@ def paired_fit_speed(model, data, n_train: int, cache_dir: Path, layer: str, par
     much; rounds a few seconds long see the same machine on both sides.
     """
     task = CacheTask(cache_dir, layer, params)
-    module, optimizer = task.new_head()
+    head = task.new_head()
     generator = torch.Generator().manual_seed(params.seed)
     measured = []
     for r in range(rounds):
         reference_us = reference.train(model, data, n_train, steps=reference_steps,
                                        seed=r)[1]["us_per_token"]
-        ours = task.timed_epoch(module, optimizer, generator)
+        ours = task.timed_epoch(head, generator)
         measured.append({"reference_us_per_token": reference_us, "us_per_token": ours,
                          "ratio": reference_us / ours})
     return {"layers": task.layers, "reference_steps": reference_steps, "rounds": measured,
@@ -203,7 +203,7 @@ def paired_fit_speed(model, data, n_train: int, cache_dir: Path, layer: str, par
 
 
 def time_to_accuracy(cache_dir: Path, embed_seconds: float, target: float, budget: float,
-                     params: FitParams, max_epochs: int) -> dict:
+                     params: FitSettings, max_epochs: int) -> dict:
     """Train as `pipeline fit` does, checking held-out word accuracy off the clock.
 
     The clock starts at embed_seconds and adds loading the cache and every training segment.
@@ -212,7 +212,7 @@ def time_to_accuracy(cache_dir: Path, embed_seconds: float, target: float, budge
     """
     started = time.perf_counter()
     task = CacheTask(cache_dir, params.layers, params)
-    module, optimizer = task.new_head()
+    head = task.new_head()
     generator = torch.Generator().manual_seed(params.seed)
     rows = task.data.train_rows
     clock = embed_seconds + time.perf_counter() - started
@@ -226,10 +226,10 @@ def time_to_accuracy(cache_dir: Path, embed_seconds: float, target: float, budge
             segment = order[previous * params.batch_size:bound * params.batch_size]
             previous = bound
             tick = time.perf_counter()
-            task.train(module, optimizer, segment, generator)
+            task.train(head, segment, generator)
             clock += time.perf_counter() - tick
             checkpoints.append({"seconds": clock, "epoch": epoch + bound / steps,
-                                **task.held_out(module)})
+                                **task.held_out(head)})
         reached = any(c["word_accuracy"] >= target for c in checkpoints)
         if clock >= budget and reached:
             break
@@ -248,7 +248,7 @@ def run(corpus: str, model: str, quick: bool, workdir: Path, seed: int = 0) -> d
     lines = QUICK_LINES if quick else None
     steps = QUICK_STEPS if quick else reference.STEPS
     corpus_path, texts = slice_corpus(corpus, lines, workdir)
-    params = FitParams()
+    params = FitSettings()
     results: dict = {"corpus": corpus, "model": model, "quick": quick, "examples": len(texts),
                      "machine": machine(), "fit_params": {"lr": params.lr,
                                                           "batch_size": params.batch_size}}

@@ -15,6 +15,8 @@ from pipeline import tasks
 from pipeline.corpus import Corpus, CorpusError, concat, read_corpus
 from pipeline.store import Cache
 
+MAX_LABELS = int(np.iinfo(np.int16).max) + 1  # label indices are stored as int16
+
 
 def default_task_name(corpus: Corpus) -> str:
     """upos, xpos, deprel, ... for CoNLL-U; `tag` for a CoNLL label column."""
@@ -37,11 +39,15 @@ def word_label_rows(corpus: Corpus, label_names: list[str], word_ids: np.ndarray
 def write_corpus_labels(cache: Cache, task_name: str | None, corpus: Corpus,
                         label_all: bool = False) -> str:
     """Store the corpus's word labels as task `task_name` (default: see default_task_name)."""
-    name = task_name or default_task_name(corpus)
+    name = tasks.check_task_name(task_name or default_task_name(corpus))
     if name in tasks.TASKS:
         raise CorpusError(f"task name {name!r} is taken by a computed task; choose another name")
-    word_ids, example_ids = cache.read("word_ids"), cache.read("example_ids")
     label_names = sorted({label for e in corpus.examples for label in e.labels})
+    if len(label_names) > MAX_LABELS:
+        raise CorpusError(f"{corpus.path}: {len(label_names):,} distinct labels in column "
+                          f"{corpus.label_column}, more than the {MAX_LABELS:,} a task can "
+                          f"store; is that the right --column?")
+    word_ids, example_ids = cache.read("word_ids"), cache.read("example_ids")
     labels = word_label_rows(corpus, label_names, word_ids, example_ids,
                              tasks.first_subtokens(word_ids, example_ids), label_all)
     cache.write_labels(name, label_names, tasks.split_per_shard(cache, labels),
@@ -93,20 +99,22 @@ def infer_format(path: str | Path) -> str:
     return "conllu" if str(path).endswith(".conllu") else "conll"
 
 
-def label(cache_dir: str, task: str, from_files: list[str] | None = None,
+def label(cache_dir: str, task: str | None, from_files: list[str] | None = None,
           format: str | None = None, column: str | None = None,
           label_all: bool = False) -> dict:
     """Add task `task` to a cache: computed from the stored tokens, or word labels read from
     CoNLL/CoNLL-U files (several files cover the cache's examples in order, e.g. the train,
-    dev and test splits it was made from). Returns {"task", "n_labels", "n_labelled", "seconds"}.
+    dev and test splits it was made from); with files, `task` None names the labels after
+    their column (default_task_name). Returns {"task", "n_labels", "n_labelled", "seconds"}.
     """
     started = time.perf_counter()
+    if task is not None or not from_files:
+        tasks.check_task_name(task)
     cache = Cache(cache_dir)
     if not from_files:
-        if task not in tasks.TASKS:
-            raise CorpusError(f"unknown task {task!r}: computed tasks are "
-                              f"{', '.join(tasks.COMPUTED)}; for word labels from a file give "
-                              f"--from FILE")
+        if task not in tasks.TASKS and cache.has_labels(task):
+            raise CorpusError(f"task {task!r} of {cache_dir} holds labels from a file; give "
+                              f"--from FILE to replace them")
         tasks.label_cache(cache, task, label_all=label_all)
     else:
         if task in tasks.TASKS:
@@ -114,6 +122,7 @@ def label(cache_dir: str, task: str, from_files: list[str] | None = None,
                               f"the file's labels differently")
         parts = [read_corpus(path, format=format or infer_format(path), column=column)
                  for path in from_files]
+        task = task if task is not None else default_task_name(parts[0])
         word_ids, example_ids = cache.read("word_ids"), cache.read("example_ids")
         words = tasks.token_words(cache.texts(), word_ids, example_ids, cache.read("char_spans"))
         view = tasks.TokenView([], word_ids, words, tasks.first_subtokens(word_ids, example_ids))

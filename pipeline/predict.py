@@ -1,56 +1,65 @@
-"""Text -> per-word labels, from the frozen model and a trained head."""
+"""Text -> per-word labels, from the frozen model and a trained head. The one module of heads
+and training that loads the transformer (pipeline.embedding)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from pipeline.embed import cast_model, drop_blocks_above, embed_examples, load_model, tokenize
-from pipeline.features import Features
-from pipeline.heads import head_logits, load_head
-from pipeline.store import CacheError, same_model
-from pipeline.subword import word_features
+from pipeline.embedding import cast_model, drop_blocks_above, embed_examples, load_model, tokenize
+from pipeline.fingerprint import check_head_fits_model
+from pipeline.training import Features, SavedHead, head_logits, load_head, word_features
+
+
+class Predictor:
+    """A saved head with its model loaded once (only the blocks up to the head's top layer,
+    cast as the cache was embedded), labelling texts on every `predict` call."""
+
+    def __init__(self, head: SavedHead, model: str | None = None, device: str = "auto"):
+        self.head = head
+        self.lm = load_model(model or head.fingerprint["model"]["name"], device=device)
+        check_head_fits_model(head.fingerprint, self.lm.fingerprint)
+        drop_blocks_above(self.lm, max(head.layers))
+        self.dtype = head.fingerprint["compute_dtype"]
+        cast_model(self.lm, self.dtype)
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
+        """Label every word (and subtoken) of each text.
+
+        Returns one dict per text: {"text", "words": [{"word", "label"}], "tokens": [{"token",
+        "label"}]}. A word takes the label of its first subtoken; "" is the empty label.
+        """
+        head, lm = self.head, self.lm
+        results = []
+        encoded = tokenize(lm.tokenizer, texts, lm.max_length)
+        for start in range(0, len(encoded), batch_size):
+            batch = encoded[start:start + batch_size]
+            # long texts run as windows, so every word gets a label
+            states = embed_examples(lm, batch, head.layers, batch_size * lm.max_length,
+                                    self.dtype)
+            features = Features(head.layers, [states[layer] for layer in head.layers])
+            n_tokens = sum(len(e.input_ids) for e in batch)
+            # a --subword mean head reads each word's mean over its subtokens
+            features = word_features(features, head.subword,
+                                     np.concatenate([e.word_ids for e in batch]),
+                                     np.repeat(np.arange(len(batch)),
+                                               [len(e.input_ids) for e in batch]))
+            with torch.inference_mode():
+                logits = head_logits(head.module, features.batch(np.arange(n_tokens)))
+                preds = logits.argmax(-1).numpy()
+            row = 0
+            for text, e in zip(texts[start:], batch):
+                labels = [head.label_names[p] for p in preds[row:row + len(e.input_ids)]]
+                tokens = lm.tokenizer.convert_ids_to_tokens(e.input_ids)
+                results.append(label_words(text, e, tokens, labels))
+                row += len(e.input_ids)
+        return results
 
 
 def predict(head_dir: str, texts: list[str], model: str | None = None, device: str = "auto",
             batch_size: int = 32) -> list[dict]:
-    """Label every word (and subtoken) of each text.
-
-    Returns one dict per text: {"text", "words": [{"word", "label"}], "tokens": [{"token",
-    "label"}]}. A word takes the label of its first subtoken; "" is the empty label.
-    """
-    head = load_head(head_dir)
-    lm = load_model(model or head.fingerprint["model"]["name"], device=device)
-    if not same_model(lm.fingerprint, head.fingerprint["model"]):
-        raise CacheError(f"fingerprint mismatch: the head was trained on features of model "
-                         f"{head.fingerprint['model']['name']!r}; {lm.name!r} has other weights, "
-                         f"config or vocabulary")
-    drop_blocks_above(lm, max(head.layers))
-    dtype = head.fingerprint["compute_dtype"]
-    cast_model(lm, dtype)
-    results = []
-    encoded = tokenize(lm.tokenizer, texts, lm.max_length)
-    for start in range(0, len(encoded), batch_size):
-        batch = encoded[start:start + batch_size]
-        # long texts run as windows, so every word gets a label
-        states = embed_examples(lm, batch, head.layers, batch_size * lm.max_length, dtype)
-        features = Features(head.layers, [states[layer] for layer in head.layers])
-        n_tokens = sum(len(e.input_ids) for e in batch)
-        # a --subword mean head reads each word's mean over its subtokens
-        features = word_features(features, head.subword,
-                                 np.concatenate([e.word_ids for e in batch]),
-                                 np.repeat(np.arange(len(batch)),
-                                           [len(e.input_ids) for e in batch]))
-        with torch.inference_mode():
-            logits = head_logits(head.module, features.batch(np.arange(n_tokens)))
-            preds = logits.argmax(-1).numpy()
-        row = 0
-        for text, e in zip(texts[start:], batch):
-            labels = [head.label_names[p] for p in preds[row:row + len(e.input_ids)]]
-            results.append(label_words(text, e, lm.tokenizer.convert_ids_to_tokens(e.input_ids),
-                                       labels))
-            row += len(e.input_ids)
-    return results
+    """Label every word of each text with the head in `head_dir` (see Predictor.predict)."""
+    return Predictor(load_head(head_dir), model=model, device=device).predict(texts, batch_size)
 
 
 def label_words(text: str, encoded, tokens: list[str], labels: list[str]) -> dict:

@@ -61,7 +61,7 @@ def small_corpus(tmp_path) -> Path:
 @pytest.fixture
 def cache_dir(tiny_model, small_corpus, tmp_path) -> Path:
     """A cache of small_corpus embedded with tiny_model, in shards of ~400 tokens."""
-    from pipeline.embed import embed
+    from pipeline.embedding import embed
 
     embed(str(small_corpus), tmp_path / "cache", model=tiny_model, shard_tokens=400,
           progress=False)

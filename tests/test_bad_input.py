@@ -188,7 +188,7 @@ def test_params_yaml_with_unknown_key(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 1
     [line] = proc.stderr.strip().splitlines()
-    assert line.startswith("embed: params.yaml: unknown key(s) embed.layer; known: ")
+    assert line == "Error: embed: params.yaml: embed.layer: unknown key"
     assert not (tmp_path / "cache").exists()
 
 
@@ -204,6 +204,8 @@ def test_missing_corpus_offline_says_where_to_put_it(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text("corpus:\n  url: https://example.org/c.txt\n")
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(SystemExit) as exit_info:
-        stages.corpus("data/c.txt")
-    assert "offline, place the file at data/c.txt" in str(exit_info.value.code)
+        stages.main(["corpus", "data/c.txt"])
+    [line] = str(exit_info.value.code).splitlines()
+    assert line.startswith("Error: corpus: cannot download https://example.org/c.txt")
+    assert line.endswith("offline, place the file at data/c.txt")
     assert not (tmp_path / "data" / "c.txt").exists()

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import embed as embed_module
+from pipeline.embedding import batching, forward, run
 from pipeline.corpus import CorpusError
-from pipeline.embed import embed, load_model, plan_shards, token_budget_batches, tokenize
+from pipeline.settings import SettingsError
+from pipeline.embedding import (ModelError, drop_blocks_above, embed,
+                            load_model, plan_shards, token_budget_batches, tokenize)
 from pipeline.store import Cache, CacheError
 
 
@@ -57,8 +59,7 @@ def test_embed_writes_shards_that_match_a_direct_forward_pass(tiny_model, small_
         assert stored.dtype == np.float16
         np.testing.assert_allclose(stored, expected[layer][0].numpy(), atol=2e-3, rtol=1e-2)
     assert cache.read("input_ids")[rows].tolist() == encoded["input_ids"][0].tolist()
-    labels = cache.read_labels("first_letter")[rows]
-    assert labels[0] == 0 and labels[1] == ord("t") - ord("a") + 1  # [CLS], "the"
+    assert manifest["tasks"] == {}  # embed knows no task: fit labels computed tasks itself
 
 
 def test_manifest_records_fingerprint_and_shard_checksums(tiny_model, small_corpus, tmp_path):
@@ -91,8 +92,8 @@ def test_rerun_reuses_complete_shards_without_the_model(tiny_model, small_corpus
     embed(str(small_corpus), tmp_path / "c", model=tiny_model, shard_tokens=300, progress=False)
     before = {p.name: p.read_bytes() for p in (tmp_path / "c" / "shards").glob("*.h5")}
     calls = []
-    real = embed_module.forward_layers
-    monkeypatch.setattr(embed_module, "forward_layers", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = forward.forward_layers
+    monkeypatch.setattr(forward, "forward_layers", lambda *a, **k: calls.append(1) or real(*a, **k))
     embed(str(small_corpus), tmp_path / "c", model=tiny_model, shard_tokens=300, progress=False)
     assert calls == []
     after = {p.name: p.read_bytes() for p in (tmp_path / "c" / "shards").glob("*.h5")}
@@ -108,7 +109,7 @@ def test_bad_encoding_leaves_no_cache(tiny_model, tmp_path):
 
 
 def test_layer_out_of_range_is_refused(tiny_model, small_corpus, tmp_path):
-    with pytest.raises(embed_module.ModelError, match="out of range"):
+    with pytest.raises(ModelError, match="out of range"):
         embed(str(small_corpus), tmp_path / "c", model=tiny_model, layers="5", progress=False)
 
 
@@ -118,7 +119,7 @@ def test_layers_below_the_top_skip_the_blocks_above(tiny_model, small_corpus, tm
     embed(str(small_corpus), tmp_path / "low", model=tiny_model, dtype="float32", layers="0,1",
           progress=False)
     lm = load_model(tiny_model, device="cpu")
-    embed_module.drop_blocks_above(lm, 1)
+    drop_blocks_above(lm, 1)
     assert len(lm.model.encoder.layer) == 1 and lm.model.pooler is None
     for layer in (0, 1):
         np.testing.assert_array_equal(Cache(tmp_path / "low").read_layer(layer),
@@ -126,7 +127,67 @@ def test_layers_below_the_top_skip_the_blocks_above(tiny_model, small_corpus, tm
 
 
 def test_shard_groups_are_consecutive_and_within_the_byte_budget(monkeypatch):
-    monkeypatch.setattr(embed_module, "GROUP_BYTES", 1000)
-    assert embed_module.plan_groups(5, 400) == [[0, 1], [2, 3], [4]]
-    assert embed_module.plan_groups(3, 1001) == [[0], [1], [2]]  # one shard over budget: alone
-    assert embed_module.plan_groups(0, 400) == []
+    monkeypatch.setattr(batching, "GROUP_BYTES", 1000)
+    assert batching.plan_groups(5, 400) == [[0, 1], [2, 3], [4]]
+    assert batching.plan_groups(3, 1001) == [[0], [1], [2]]  # one shard over budget: alone
+    assert batching.plan_groups(0, 400) == []
+
+
+def test_on_finished_gets_the_written_manifest_once(tiny_model, small_corpus, tmp_path):
+    seen = []
+
+    def on_finished(manifest):
+        seen.append((manifest, (tmp_path / "c" / "manifest.json").exists()))
+
+    returned = embed(str(small_corpus), tmp_path / "c", model=tiny_model, progress=False,
+                     on_finished=on_finished)
+    [(manifest, written)] = seen
+    assert written and manifest["n_examples"] == returned["n_examples"] == 120
+    assert manifest["fingerprint"] == Cache(tmp_path / "c").fingerprint
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"stride": 0}, "stride: Input should be greater than or equal to 1"),
+    ({"max_tokens": 0}, "max_tokens: Input should be greater than or equal to 16"),
+    ({"shard_tokens": -5}, "shard_tokens: Input should be greater than or equal to 1"),
+    ({"dtype": "float8"}, "dtype: Input should be 'auto', 'float32', 'bfloat16' or 'float16'"),
+    ({"layers": "0,two"}, "layers: String should match pattern"),
+    ({"keep_blank": "no"}, "keep_blank: Input should be a valid boolean"),
+])
+def test_impossible_settings_are_refused_before_any_work(settings, message, tmp_path,
+                                                         monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not load")
+    monkeypatch.setattr(run, "load_model", no_model)
+    # the corpus does not exist either: settings are checked before it is read
+    with pytest.raises(SettingsError, match=message):
+        embed(str(tmp_path / "missing.txt"), tmp_path / "c", progress=False, **settings)
+    assert not (tmp_path / "c").exists()
+
+
+def word_texts(encoded, text: str) -> list[str]:
+    """Each word's text as its tokens' char spans cover it."""
+    words = {}
+    for w, (start, end) in zip(encoded.word_ids.tolist(), encoded.char_spans.tolist()):
+        if w >= 0:
+            words[w] = (min(start, words.get(w, (start, end))[0]), end)
+    return [text[start:end] for start, end in words.values()]
+
+
+def test_pre_split_words_take_their_true_char_offsets(tiny_model):
+    lm = load_model(tiny_model, device="cpu")
+    text = "the fox, jumped  over"  # no space before the comma, two before "over"
+    words = ("the", "fox", ",", "jumped", "over")
+    joined = " ".join(words)
+    [given, assumed] = tokenize(lm.tokenizer, [text, joined], lm.max_length, [words, words],
+                                word_starts=[(0, 4, 7, 9, 17), None])
+    assert word_texts(given, text) == list(words)
+    assert word_texts(assumed, joined) == list(words)  # None: words joined by single spaces
+
+
+def test_loading_a_model_leaves_library_settings_alone(tiny_model):
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    load_model(tiny_model, device="cpu")
+    assert (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()) == (verbosity, bars)

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from pipeline.embed import embed
-from pipeline.evaluate import evaluate, macro_f1
-from pipeline.fit import fit, split_rows
+from pipeline.embedding import embed
+from pipeline.errors import PipelineError
+from pipeline.evaluation import evaluate, macro_f1
 from pipeline.store import CacheError
+from pipeline.training import fit, split_rows
 
 
 def test_split_holds_out_the_last_examples_contiguously():
@@ -57,7 +58,7 @@ def test_lbfgs_epochs_never_raise_the_full_batch_objective(cache_dir, tmp_path):
     ({"head": "mlp"}, "linear heads"), ({"layers": "mix"}, "linear heads"),
     ({"schedule": "cosine"}, "own step sizes"), ({"optimizer": "sgd"}, "unknown --optimizer")])
 def test_lbfgs_refuses_what_it_cannot_train(cache_dir, tmp_path, options, message):
-    with pytest.raises(CacheError, match=message):
+    with pytest.raises(PipelineError, match=message):
         fit(str(cache_dir), "first_letter", tmp_path / "head", epochs=1, device="cpu",
             **({"optimizer": "lbfgs"} | options))
 
@@ -84,5 +85,5 @@ def test_evaluate_refuses_a_cache_of_another_model(cache_dir, other_tiny_model, 
                                                    tmp_path):
     fit(str(cache_dir), "first_letter", tmp_path / "head", epochs=1, device="cpu")
     embed(str(small_corpus), tmp_path / "other", model=other_tiny_model, progress=False)
-    with pytest.raises(CacheError, match="fingerprint mismatch"):
+    with pytest.raises(PipelineError, match="fingerprint mismatch"):
         evaluate(str(tmp_path / "head"), str(tmp_path / "other"))

@@ -1,20 +1,26 @@
 """MLP and layer-mix heads, subword pooling, per-layer sweep: all on the tiny model's cache."""
 
+import errno
 import json
+import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline import features as features_module
 from pipeline.cli import main
-from pipeline.features import Features
-from pipeline.fit import fit
-from pipeline.heads import HeadConfig, build_head, head_logits, load_head, mix_weights
+from pipeline.errors import PipelineError
 from pipeline.predict import predict
 from pipeline.store import Cache
-from pipeline.subword import RowFeatures, WordMean, word_spans
+from pipeline.training import (Features, HeadConfig, RowFeatures, WordMean, build_head, fit,
+                               head_logits, load_head, mix_weights)
+from pipeline.training import atomic_dir
+from pipeline.training import features as features_module
+from pipeline.training.subword import word_spans
 
 
 def test_word_mean_averages_each_words_subtokens():
@@ -115,3 +121,100 @@ def test_features_held_at_two_bytes_and_head_logits_agree_with_float32(
     assert logits.dtype == torch.float32
     expected = module(torch.from_numpy(exact).float()).detach()
     torch.testing.assert_close(logits.detach(), expected, rtol=0.05, atol=0.05)
+
+
+@pytest.fixture(scope="module")
+def trained_head(tiny_model, tmp_path_factory):
+    """A head fitted once for the tests that damage or rewrite copies of it."""
+    from pipeline.embedding import embed
+
+    root = tmp_path_factory.mktemp("trained")
+    (root / "corpus.txt").write_text("Call me Ishmael.\nThe quick brown fox.\n" * 10)
+    embed(str(root / "corpus.txt"), root / "cache", model=tiny_model, progress=False)
+    fit(str(root / "cache"), "first_letter", root / "head", epochs=1, device="cpu")
+    return root / "head"
+
+
+def head_files(head_dir):
+    return {p.name: p.read_bytes() for p in sorted(head_dir.iterdir())}
+
+
+def damage_json(name, change):
+    def damage(head_dir):
+        meta = json.loads((head_dir / name).read_text())
+        change(meta)
+        (head_dir / name).write_text(json.dumps(meta))
+    return damage
+
+
+@pytest.mark.parametrize("damage, file, message", [
+    (lambda d: (d / "head.safetensors").write_bytes((d / "head.safetensors").read_bytes()[:50]),
+     "head.safetensors", "truncated or corrupt"),
+    (lambda d: (d / "head.json").write_text('{"head": {"kind": '), "head.json", "not valid JSON"),
+    (damage_json("head.json", lambda m: m.pop("layers")), "head.json", "field(s) layers"),
+    (damage_json("head.json", lambda m: m["label_names"].pop()), "head.json",
+     "do not describe a head"),
+    (damage_json("head.json", lambda m: m["head"].update(in_features=7)), "head.safetensors",
+     "do not match"),
+    (lambda d: (d / "lookup.json").write_bytes(b"\xff\xfe"), "lookup.json", "not valid JSON"),
+    (lambda d: (d / "metrics.json").unlink(), "", "incomplete head, metrics.json missing"),
+])
+def test_load_head_names_the_damaged_file(trained_head, tmp_path, damage, file, message):
+    head_dir = tmp_path / "head"
+    shutil.copytree(trained_head, head_dir)
+    damage(head_dir)
+    with pytest.raises(PipelineError) as error:
+        load_head(head_dir)
+    text = str(error.value)
+    assert str(head_dir / file) in text and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_failed_save_leaves_the_old_head_whole(trained_head, tmp_path, monkeypatch, exchange):
+    if not exchange:  # where renameat2 cannot swap, two renames replace the directory
+        monkeypatch.setattr(atomic_dir, "_exchange", lambda a, b: False)
+    head_dir = tmp_path / "head"
+    shutil.copytree(trained_head, head_dir)
+    before = head_files(head_dir)
+    saved = load_head(head_dir)
+
+    def disk_full(path):
+        path.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    with pytest.raises(PipelineError, match="disk full while writing .*unchanged"):
+        saved.save(head_dir, {"word_accuracy": 0.0}, companions={"history.csv": disk_full})
+    with pytest.raises(KeyboardInterrupt):
+        saved.save(head_dir, {"word_accuracy": 0.0}, companions={"history.csv": interrupted})
+    assert head_files(head_dir) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["head"]  # no temp directory left
+    saved.save(head_dir, {"word_accuracy": 0.5})
+    assert json.loads((head_dir / "metrics.json").read_text()) == {"word_accuracy": 0.5}
+    assert not (head_dir / "history.csv").exists()  # the new head replaced the old one whole
+
+
+def test_a_killed_save_leaves_the_old_head_whole(trained_head, tmp_path):
+    head_dir = tmp_path / "head"
+    shutil.copytree(trained_head, head_dir)
+    before = head_files(head_dir)
+    code = ("import os, signal, sys\n"
+            "from pipeline.training import load_head\n"
+            "saved = load_head(sys.argv[1])\n"
+            "def die(path):\n"
+            "    path.write_text('epoch\\n1\\n')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "saved.save(sys.argv[1], {}, companions={'history.csv': die})\n")
+    done = subprocess.run([sys.executable, "-c", code, str(head_dir)], capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert head_files(head_dir) == before
+    assert load_head(head_dir).task == "first_letter"
+
+
+def test_save_refuses_a_directory_holding_other_files(trained_head, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(PipelineError, match="holds other files \\(notes.txt\\)"):
+        load_head(trained_head).save(tmp_path, {})
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeline.embed import embed
-from pipeline.fit import fit
+from pipeline.embedding import embed
+from pipeline.training import fit
 from pipeline.predict import predict
 from tests_paths import MOBY_DICK
 

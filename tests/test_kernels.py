@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import onednn
+from pipeline.embedding import onednn
 from pipeline.devices import copy_converted, cpu_supports_bf16
-from pipeline.embed import cast_model, forward_layers, load_model
+from pipeline.embedding import cast_model, forward_layers, load_model
 
 
 @pytest.mark.parametrize("src_dtype, dst_dtype", [(torch.float16, torch.bfloat16),

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline import embed as embed_module
+from pipeline.embedding import forward as embed_forward
+from pipeline.embedding import run as embed_run
+from pipeline import api
 from pipeline.cli import main
-from pipeline.config import SECTIONS, ConfigError, load_section
 from pipeline.corpus import CorpusError, read_conll, read_conllu
-from pipeline.embed import embed
-from pipeline.fit import fit
-from pipeline.labels import label
+from pipeline.embedding import embed
+from pipeline.training import fit
+from pipeline.labels import label, write_corpus_labels
 from pipeline.store import Cache
 from pipeline.tasks import IGNORE
 from tests_paths import EWT
@@ -53,8 +54,8 @@ def splits(tmp_path):
 
 @pytest.fixture
 def split_cache(tiny_model, splits, tmp_path):
-    embed(None, tmp_path / "cache", model=tiny_model, format="conllu", splits=splits,
-          progress=False)
+    api.embed(None, tmp_path / "cache", model=tiny_model, format="conllu", splits=splits,
+              progress=False)  # the API adds the corpus labels; the embed engine knows no task
     return tmp_path / "cache"
 
 
@@ -67,7 +68,8 @@ def test_conllu_skips_ranges_and_empty_nodes_and_picks_a_column(tmp_path):
     corpus = read_conllu(path)
     assert [e.words for e in corpus.examples] == [("do", "n't", "go"), ("Hi",)]
     assert corpus.examples[0].labels == ("AUX", "PART", "VERB")
-    assert corpus.examples[0].text == "do n't go"
+    assert corpus.examples[0].text == "don't go"  # the `# text` comment
+    assert corpus.examples[0].word_starts == (0, 2, 6)
     assert read_conllu(path, column="XPOS").examples[0].labels == ("VBP", "RB", "VB")
     assert read_conllu(path, column="deprel").examples[1].labels == ("root",)
 
@@ -90,6 +92,13 @@ def test_conll_ignores_docstart_and_takes_the_label_column(tmp_path):
     path.write_text("EU NNP B-NP B-ORG\nrejects VBZ O\n")
     with pytest.raises(CorpusError, match=r"a.conll: line 2: 3 columns, expected 4"):
         read_conll(path)
+
+
+def test_more_labels_than_int16_holds_is_an_error_naming_file_and_count(tmp_path):
+    path = tmp_path / "many.conll"
+    path.write_text("".join(f"w{i} L{i}\n" for i in range(40_000)))
+    with pytest.raises(CorpusError, match=r"many.conll: 40,000 distinct labels"):
+        write_corpus_labels(None, "many", read_conll(path))  # refused before the cache is read
 
 
 def test_split_cache_labels_first_subtokens_only(split_cache):
@@ -115,8 +124,8 @@ def test_split_cache_labels_first_subtokens_only(split_cache):
 def test_label_adds_tasks_without_any_forward_pass(split_cache, splits, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("the transformer must not run")
-    monkeypatch.setattr(embed_module, "load_model", no_model)
-    monkeypatch.setattr(embed_module, "forward_layers", no_model)
+    monkeypatch.setattr(embed_run, "load_model", no_model)
+    monkeypatch.setattr(embed_forward, "forward_layers", no_model)
     files = [splits["train"], splits["dev"], splits["test"]]
     result = label(str(split_cache), "xpos", files, column="XPOS", label_all=True)
     cache = Cache(split_cache)
@@ -172,22 +181,17 @@ def test_cli_bad_inputs_are_one_line_errors(split_cache, tiny_model, tmp_path, s
         (["fit", str(split_cache), "--task", "upos", "--out", str(tmp_path / "h"),
           "--layers", "5"], "out of range"),
         (["label", str(split_cache), "--task", "t", "--from", splits["dev"]], "2 sentences"),
+        (["label", str(split_cache), "--task", "../shards/x", "--from", splits["dev"]],
+         "task name '../shards/x'"),
+        (["label", str(split_cache), "--task", "xpos"],
+         f"pipeline label {split_cache} --task xpos --from FILE.conllu"),
+        (["fit", str(split_cache), "--task", "xpos", "--out", str(tmp_path / "h")],
+         f"{split_cache} has no such labels"),
     ]
     for args, message in cases:
         result = runner.invoke(main, args)
         assert result.exit_code == 1, (args, result.output)
         assert message in result.output and len(result.output.strip().splitlines()) == 1
-
-
-def test_params_yaml_sections_load_and_unknown_keys_are_refused(tmp_path):
-    params = Path(__file__).resolve().parents[1] / "params.yaml"
-    for name in SECTIONS:
-        load_section(name, params)
-    assert load_section("ewt_fit_mlp", params).head == "mlp"
-    bad = tmp_path / "params.yaml"
-    bad.write_text("ewt_fit:\n  heads: mlp\n")
-    with pytest.raises(ConfigError, match="unknown key.*ewt_fit.heads"):
-        load_section("ewt_fit", bad)
 
 
 @pytest.mark.integration
@@ -199,7 +203,7 @@ def test_ewt_integration_slice(tmp_path):
     for name, chunk in (("train", lines[:400]), ("dev", lines[400:500]), ("test", lines[500:600])):
         (tmp_path / f"{name}.conllu").write_text("\n\n".join(chunk) + "\n\n")
     splits = {n: str(tmp_path / f"{n}.conllu") for n in ("train", "dev", "test")}
-    embed(None, tmp_path / "cache", format="conllu", splits=splits, progress=False)
+    api.embed(None, tmp_path / "cache", format="conllu", splits=splits, progress=False)
     metrics = fit(str(tmp_path / "cache"), "upos", tmp_path / "head", epochs=8)
     assert metrics["word_accuracy"] > metrics["baselines"]["majority"]["word_accuracy"] + 0.3
     assert metrics["word_accuracy"] > 0.8

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from bench.kill_resume import flip_byte
-from pipeline import embed as embed_module
+from pipeline.embedding import batching, forward
 from pipeline.cli import main
-from pipeline.embed import embed
+from pipeline.embedding import embed
 from pipeline.store import CacheError, CacheLock, CacheWriter, verify
 
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))
@@ -50,7 +50,7 @@ def test_crash_mid_run_resumes_to_identical_arrays(tiny_model, small_corpus, tmp
     """Shards are embedded in groups; a resumed run re-embeds only the groups with a missing
     shard, writes only the missing shards, and every array equals an uninterrupted run's."""
     shard_bytes = 300 * 3 * 32 * 2  # shard_tokens x hidden states x width x float16
-    monkeypatch.setattr(embed_module, "GROUP_BYTES", shards_per_group * shard_bytes)
+    monkeypatch.setattr(batching, "GROUP_BYTES", shards_per_group * shard_bytes)
     reference = tmp_path / "ref"
     embed(str(small_corpus), reference, model=tiny_model, shard_tokens=300, progress=False)
     out = tmp_path / "c"
@@ -72,8 +72,8 @@ def test_crash_mid_run_resumes_to_identical_arrays(tiny_model, small_corpus, tmp
     assert written == list(range(crash_after))
 
     passes, writes = [], []
-    real_forward = embed_module.forward_layers
-    monkeypatch.setattr(embed_module, "forward_layers",
+    real_forward = forward.forward_layers
+    monkeypatch.setattr(forward, "forward_layers",
                         lambda lm, ids, *a, **k: passes.append(len(ids)) or real_forward(lm, ids, *a, **k))
     monkeypatch.setattr(CacheWriter, "write_shard",
                         lambda self, index, *a: writes.append(index) or real_write(self, index, *a))
@@ -122,14 +122,14 @@ def test_second_writer_is_refused_while_the_first_holds_the_lock(tiny_model, sma
 def test_corrupt_shard_is_re_embedded_on_resume(tiny_model, small_corpus, reference, monkeypatch):
     flip_byte(reference / "shards" / "shard-00001.h5", "hidden/2")
     passes, writes = [], []
-    real_forward, real_write = embed_module.forward_layers, CacheWriter.write_shard
-    monkeypatch.setattr(embed_module, "forward_layers",
+    real_forward, real_write = forward.forward_layers, CacheWriter.write_shard
+    monkeypatch.setattr(forward, "forward_layers",
                         lambda lm, ids, *a, **k: passes.append(len(ids)) or real_forward(lm, ids, *a, **k))
     monkeypatch.setattr(CacheWriter, "write_shard",
                         lambda self, index, *a: writes.append(index) or real_write(self, index, *a))
     manifest = embed(str(small_corpus), reference, model=tiny_model, shard_tokens=300,
                      progress=False)
-    group = next(g for g in embed_module.plan_groups(len(manifest["shards"]), 300 * 3 * 32 * 2)
+    group = next(g for g in batching.plan_groups(len(manifest["shards"]), 300 * 3 * 32 * 2)
                  if 1 in g)
     assert sum(passes) == sum(manifest["shards"][i]["n_examples"] for i in group)
     assert writes == [1]

@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.embed import embed
+from pipeline.embedding import embed
 from pipeline.errors import PipelineError
-from pipeline.features import Features
-from pipeline.fit import fit
 from pipeline.store import Cache
-from pipeline.stream import StreamedFeatures, epoch_order, load_features, parse_size
+from pipeline.training import (Features, StreamedFeatures, WordMean, fit, load_features,
+                               parse_size)
 
 
 @pytest.fixture
@@ -31,7 +30,7 @@ def test_streamed_batches_equal_in_memory_and_stay_within_the_buffer(cache):
     in_memory = Features.load(cache, [0, 1, 2])
     assert streamed.buffer_shards == 2
     rows = np.arange(cache.n_tokens)
-    order = epoch_order(streamed, rows, torch.Generator().manual_seed(0))
+    order = streamed.epoch_order(rows, torch.Generator().manual_seed(0))
     assert sorted(order.tolist()) == rows.tolist() and not np.array_equal(order, rows)
     for start in range(0, len(order), 97):
         batch = order[start:start + 97]
@@ -56,3 +55,12 @@ def test_streaming_fit_reaches_the_in_memory_accuracy(cache, tmp_path):
                    **args)
     in_memory = fit(str(cache.cache_dir), "first_letter", str(tmp_path / "m"), **args)
     assert abs(streamed["word_accuracy"] - in_memory["word_accuracy"]) <= 0.05
+
+
+def test_word_mean_over_streamed_features_keeps_the_shard_buffer_order(cache):
+    shard_bytes = max(s["n_tokens"] for s in cache.shards) * 32 * 2
+    streamed = StreamedFeatures(cache, [0], int(2 * shard_bytes / 0.8) + 1)
+    pooled = WordMean(streamed, cache.read("word_ids"), cache.read("example_ids"))
+    rows = np.arange(cache.n_tokens)
+    orders = [f.epoch_order(rows, torch.Generator().manual_seed(3)) for f in (streamed, pooled)]
+    assert np.array_equal(*orders) and not np.array_equal(orders[0], rows)

@@ -1,8 +1,14 @@
-import numpy as np
+import re
 
-from pipeline.evaluate import lookup_predict, lookup_table
-from pipeline.tasks import (IGNORE, TASKS, TokenView, control_labels, first_subtokens, get_task,
-                            token_words)
+import numpy as np
+import pytest
+
+from pipeline.evaluation import lookup_predict, lookup_table
+from pipeline.errors import PipelineError
+from pipeline.labels import label
+from pipeline.store import Cache
+from pipeline.tasks import (IGNORE, TASKS, TaskError, TokenView, check_task_name, compute_labels,
+                            control_labels, first_subtokens, get_task, token_words)
 
 TOKENS = ["[CLS]", "The", "whale", "##s", ",", "3", "zebra", "Xylophone", "yes", "wow", "[SEP]"]
 WORD_IDS = np.array([-1, 0, 1, 1, 2, 3, 4, 5, 6, 7, -1])
@@ -62,3 +68,43 @@ def test_control_task_gives_each_type_one_label_from_the_task_distribution():
 def test_lookup_baseline_takes_the_most_frequent_label_per_type():
     table = lookup_table(np.array([4, 4, 4, 8]), np.array([2, 1, 2, 0]))
     assert lookup_predict(table, np.array([4, 8, 99]), default=5).tolist() == [2, 0, 5]
+
+
+@pytest.mark.parametrize("name", ["../shards/x", "", "a b", "-x", "x" * 65, "labels/upos"])
+def test_bad_task_names_are_refused(name):
+    with pytest.raises(PipelineError, match=f"task name {re.escape(repr(name))}: use 1-64"):
+        check_task_name(name)
+
+
+def test_task_names_may_use_letters_digits_dots_dashes():
+    for name in ("upos", "UD.v2-xpos_1", "x" * 64):
+        assert check_task_name(name) == name
+
+
+def test_unknown_task_says_how_to_add_its_labels(cache_dir):
+    with pytest.raises(TaskError) as err:
+        get_task("upos", Cache(cache_dir))
+    message = str(err.value)
+    assert f"{cache_dir} has no such labels" in message
+    assert f"pipeline label {cache_dir} --task upos --from FILE.conllu" in message
+    assert "\n" not in message
+
+
+def files_of(directory):
+    return {p: p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()}
+
+
+def test_compute_labels_writes_nothing_and_label_stores_the_same(cache_dir):
+    before = files_of(cache_dir)
+    names, labels = compute_labels(Cache(cache_dir), "word_length")
+    assert files_of(cache_dir) == before and not Cache(cache_dir).has_labels("word_length")
+    assert names == list(TASKS["word_length"].label_names)
+    assert len(labels) == Cache(cache_dir).n_tokens
+    assert set(labels.tolist()) <= set(range(len(names))) | {IGNORE}
+    label(str(cache_dir), "word_length")
+    assert np.array_equal(Cache(cache_dir).read_labels("word_length"), labels)
+
+
+def test_compute_labels_refuses_a_task_it_cannot_compute(cache_dir):
+    with pytest.raises(TaskError, match="unknown task 'upos'.*--from FILE.conllu"):
+        compute_labels(Cache(cache_dir), "upos")

@@ -1,10 +1,12 @@
 """Long inputs: overlapping windows keep every token; --truncate keeps the old behaviour."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
 
-from pipeline.embed import ModelError, embed, load_model, plan_windows, tokenize
+from pipeline.embedding import ModelError, embed, load_model, plan_windows, tokenize
 from pipeline.store import Cache
 
 
@@ -22,6 +24,59 @@ def test_windows_keep_every_token_once_from_its_best_window():
     # tokens of context on its poorer side, in the window starting at 20
     [owner] = [p for p in pieces if 50 in p.rows[p.keep]]
     assert owner.rows[1] == 21
+
+
+def brute_force_windows(n_tokens: int, lead: int, trail: int, width: int,
+                        stride: int) -> list[tuple[list[int], list[bool]]]:
+    """The plan by its definition: every token scored in every window, (rows, keep) per
+    window. Memory n_windows x n_tokens: small examples only."""
+    n = n_tokens - lead - trail
+    starts = list(range(0, n - width, stride)) + [n - width]
+    context = np.full((len(starts), n), -1)
+    for w, s in enumerate(starts):
+        for i in range(s, s + width):
+            context[w, i] = min(i - s, s + width - 1 - i)
+    best = context.argmax(axis=0)  # the first window on ties
+    plan = []
+    for w, s in enumerate(starts):
+        rows = list(range(lead)) + [lead + i for i in range(s, s + width)] + \
+            list(range(n_tokens - trail, n_tokens))
+        keep = [w == 0] * lead + [best[i] == w for i in range(s, s + width)] + \
+            [w == len(starts) - 1] * trail
+        plan.append((rows, keep))
+    return plan
+
+
+def test_windows_equal_the_brute_force_plan():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        width = int(rng.integers(1, 40))
+        lead, trail = int(rng.integers(0, 3)), int(rng.integers(0, 3))
+        n_tokens = lead + int(rng.integers(width + 1, 6 * width + 3)) + trail  # over a window
+        stride = int(rng.integers(1, width + 1))
+        word_ids = np.r_[np.full(lead, -1), np.arange(n_tokens - lead - trail),
+                         np.full(trail, -1)].astype(np.int32)
+        ids = rng.integers(0, 1000, n_tokens).astype(np.int32)
+        pieces = plan_windows(ids, word_ids, width, stride)
+        expected = brute_force_windows(n_tokens, lead, trail, width, stride)
+        assert [(p.rows.tolist(), p.keep.tolist()) for p in pieces] == expected, \
+            (n_tokens, lead, trail, width, stride)
+
+
+def test_a_200k_token_line_plans_in_memory_linear_in_its_length():
+    n = 200_000
+    ids = np.arange(n + 2, dtype=np.int32)
+    word_ids = np.r_[-1, np.arange(n), -1].astype(np.int32)
+    tracemalloc.start()
+    try:
+        pieces = plan_windows(ids, word_ids, width=510, stride=255)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(pieces) == 784
+    assert sum(int(p.keep.sum()) for p in pieces) == n + 2
+    # the pieces themselves hold ~13 bytes per row; a windows x tokens matrix would be ~1 GB
+    assert peak < 64 * n * 8
 
 
 def test_two_thousand_word_line_embeds_every_token(tiny_model, tmp_path):

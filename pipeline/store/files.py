@@ -1,0 +1,184 @@
+"""Whole-file writes that readers never see half done, and JSON reads that fail in one line.
+
+Every file is written to a temp file beside its target (``.<name>.<random>.tmp``, created by
+mkstemp, so never through a symlink), synced to disk, given the mode the umask allows, and
+renamed over the target. A failure removes the temp file and raises a one-line CacheError.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import hashlib
+import json
+import mmap
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import h5py
+
+from pipeline.store.layout import CacheError
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux); elsewhere set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # no way to read it without setting it outside Linux
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode open() would give a new file: 0o666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, hashed through a memory map (no copy of its pages)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return hashlib.sha256().hexdigest()
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return hashlib.sha256(mapped).hexdigest()
+
+
+def is_disk_full(err: OSError) -> bool:
+    # h5py reports a failed HDF5 write as an OSError whose errno is not set
+    return err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(err)
+
+
+def write_error(path: Path, err: OSError) -> CacheError:
+    """A failed write as one line naming the file."""
+    if is_disk_full(err):
+        return CacheError(f"disk full while writing {path}; free space on {path.parent} and run "
+                          f"the command again")
+    reason = (str(err).splitlines() or [type(err).__name__])[0]
+    return CacheError(f"cannot write {path} ({reason}); nothing was changed")
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call `write(tmp_path)`, then sync the temp file and rename it over `path`.
+
+    On any failure the temp file is removed and `path` is left as it was; an OSError (a full
+    disk, a failed sync) becomes a one-line CacheError.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        _seal(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        _discard(tmp)
+        raise write_error(path, err) from None
+    except BaseException:
+        _discard(tmp)
+        raise
+    _sync_directory(path.parent)
+
+
+def atomic_write_h5(path: str | Path, fill) -> None:
+    """atomic_write of an HDF5 file: `fill(h5py.File)` adds its contents."""
+    def write(tmp):
+        f = h5py.File(tmp, "w")
+        try:
+            fill(f)
+            f.flush()  # a failed write raises here; HDF5 may only print one found at close
+        finally:
+            f.close()
+    atomic_write(path, write)
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    """atomic_write of `obj` as indented JSON with sorted keys."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+    atomic_write(path, write)
+
+
+def read_json(path: str | Path, kind: type = dict):
+    """A JSON file whose top level is a `kind` (dict or list); anything else is a CacheError."""
+    try:
+        with open(path, "rb") as f:
+            value = json.loads(f.read())
+    except FileNotFoundError:
+        raise CacheError(f"{path}: missing") from None
+    except OSError as err:
+        raise CacheError(f"{path}: unreadable ({err.strerror or err})") from None
+    except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, or absurd nesting
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise CacheError(f"{path}: not valid JSON ({reason}); it is truncated or "
+                         f"corrupt") from None
+    if not isinstance(value, kind):
+        want = "an object" if kind is dict else "an array"
+        raise CacheError(f"{path}: expected {want} at the top level, found "
+                         f"{type(value).__name__}")
+    return value
+
+
+def remove_temp_files(directory: str | Path) -> int:
+    """Delete the temp files atomic_write leaves behind when its process is killed.
+
+    Only entries of `directory` itself are considered; a symlink is removed, never followed,
+    and a directory that happens to match the pattern is left alone.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not fnmatch.fnmatchcase(entry.name, ".*.tmp") or entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            os.unlink(entry.path)  # unlink removes a symlink itself, not its target
+        except FileNotFoundError:
+            continue
+        removed += 1
+    return removed
+
+
+def _seal(tmp: str) -> None:
+    """Give a finished temp file its final mode and force its bytes to disk."""
+    fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{tmp} is not a regular file")
+        os.fchmod(fd, file_mode())  # mkstemp made it 0600
+        os.fsync(fd)  # a write the kernel could not complete is reported here
+    finally:
+        os.close(fd)
+
+
+def _discard(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename durable; some file systems cannot sync a directory, which is no error."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise write_error(directory, err) from None
+    finally:
+        os.close(fd)

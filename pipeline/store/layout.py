@@ -1,0 +1,27 @@
+"""Names, constants and the error class of the on-disk cache layout (docs/cache-format.md)."""
+
+from __future__ import annotations
+
+from pipeline.errors import PipelineError
+
+FORMAT_VERSION = 2  # 2: per-dataset xxh3_128 instead of sha256
+MANIFEST = "manifest.json"
+VOCAB = "vocab.json"
+LOCK = ".lock"
+SHARDS = "shards"
+LABELS = "labels"
+# attribute of every shard dataset: a checksum of its values, checked on every first read,
+# so it is a fast non-cryptographic hash
+DIGEST = "xxh3_128"
+TOKEN_ARRAYS = ("input_ids", "word_ids", "example_ids", "char_spans")
+IGNORE = -100  # label of a token that is not scored
+LABEL_WAIT = 60.0  # seconds a label writer waits for the lock before giving up
+
+
+class CacheError(PipelineError):
+    """A cache that is missing, incomplete, corrupt or made from other inputs."""
+
+
+def layer_key(layer: int) -> str:
+    """The shard dataset of one layer's hidden states."""
+    return f"hidden/{layer}"

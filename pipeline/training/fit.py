@@ -1,0 +1,139 @@
+"""Train a head on a cache: no transformer, only stored float16 features and labels.
+The cache is only read; the head directory is written as a whole at the end."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from pipeline import tasks
+from pipeline.devices import resolve_device
+from pipeline.evaluation.metrics import accuracies, below_lookup_warnings, score
+from pipeline.store import Cache
+from pipeline.training import plots
+from pipeline.training.data import EvalSplit, TaskData, prepare
+from pipeline.training.features import FeatureSource
+from pipeline.training.heads import HeadConfig, SavedHead, mix_weights, predict_rows
+from pipeline.training.loop import TrainOptions, new_trainee, train
+from pipeline.training.settings import check_optimizer, check_settings, parse_head_layers
+from pipeline.training.stream import parse_size
+from pipeline.training.subword import load_word_features
+
+
+def fit(cache_dir: str, task: str, out: str | Path, layers: str | list[int] | None = None,
+        epochs: int = 10, lr: float = 3e-3, batch_size: int = 4096, seed: int = 0,
+        val_fraction: float = 0.1, device: str = "auto", head: str = "linear",
+        hidden: int = 512, dropout: float = 0.1, weight_decay: float = 0.0,
+        schedule: str = "constant", patience: int = 3, subword: str = "first",
+        selectivity: bool = False, max_memory: str | int | None = None,
+        optimizer: str = "adamw", on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train a head on `cache_dir`'s features for `task`; write the head directory `out`
+    (weights, head.json, lookup.json, metrics.json, history.csv, loss.png). Returns the metrics.
+
+    A cache with train/dev/test splits trains on train, early-stops on dev (`patience`
+    epochs) and reports test; a plain-text cache holds out its last `val_fraction` of
+    examples and trains `epochs` epochs. `layers`: one index, a list (concatenated), 'all',
+    or 'mix' (learned softmax mix of every cached layer). With `selectivity` a second head
+    learns the control task and metrics report the difference. Features stay in memory
+    when they fit in `max_memory` (default: half the available memory), else they are
+    streamed from the shards within that budget (training.stream). `optimizer`: adamw
+    (mini-batches of `batch_size` tokens) or lbfgs (full batch, linear heads).
+    `on_epoch(record)` gets each epoch's history.csv row as it is made.
+    """
+    check_settings(epochs=epochs, lr=lr, batch_size=batch_size, hidden=hidden, dropout=dropout,
+                   weight_decay=weight_decay, patience=patience, val_fraction=val_fraction,
+                   head=head, optimizer=optimizer, schedule=schedule, subword=subword)
+    check_optimizer(optimizer, head, str(layers) == "mix", schedule)
+    if max_memory is not None:
+        parse_size(max_memory)
+    options = TrainOptions(epochs, lr, weight_decay, schedule, patience, batch_size, seed,
+                           optimizer, resolve_device(device))
+    cache = Cache(cache_dir)
+    layer_list, mix = parse_head_layers(layers, cache.layers)
+    data = prepare(cache, task, val_fraction)
+    features = load_word_features(cache, layer_list, data.rows(), subword, data.word_ids,
+                                  data.example_ids, max_memory)
+    config = HeadConfig(head, features.in_features, len(data.label_names),
+                        hidden=hidden if head == "mlp" else 0,
+                        dropout=dropout if head == "mlp" else 0.0,
+                        mix_layers=len(layer_list) if mix else 0)
+    torch.manual_seed(seed)
+    trainee = new_trainee("head", config, options)
+    started = time.perf_counter()
+    train([trainee], features, data.labels, data.train_rows, data.dev or data.test,
+          data.dev is not None, options,
+          on_epoch=None if on_epoch is None else lambda _, record: on_epoch(record))
+    train_seconds = time.perf_counter() - started
+    history, best_epoch = trainee.history, trainee.best_epoch
+
+    y_pred = predict_rows(trainee.module, features, data.test.rows, options.device)
+    metrics = score(data.test.y, y_pred, data.test.words, data.test.n_examples,
+                    data.baselines(data.test))
+    metrics["split"] = data.test.name
+    metrics["unknown"] = data.test.unknown
+    metrics["head"] = {"kind": head, "layers": "mix" if mix else layer_list, "subword": subword}
+    if mix:
+        metrics["head"]["mix_weights"] = dict(zip(map(str, layer_list),
+                                                  mix_weights(trainee.module)))
+    if data.dev is not None:
+        metrics["dev"] = {"best_epoch": best_epoch, "word_accuracy":
+                          history[best_epoch - 1]["val_word_accuracy"]}
+    metrics["train"] = {
+        "n_tokens": int(len(data.train_rows)),
+        "epochs": len(history),
+        "seconds": round(train_seconds, 3),
+        "us_per_token": round(1e6 * train_seconds / max(1, len(history) * len(data.train_rows)),
+                              4),
+        "feature_bytes": features.nbytes,
+    }
+    if selectivity:
+        metrics["selectivity"] = control_selectivity(data, config, features, metrics, options)
+    if warnings := below_lookup_warnings(metrics):
+        metrics["warnings"] = warnings
+
+    saved = SavedHead(trainee.module.cpu(), config, data.task.name, data.label_names,
+                      layer_list, cache.fingerprint, data.majority, data.lookup_record(), subword)
+    companions = {"history.csv": lambda path: write_history(path, history)}
+    figure = plots.loss_curve(history, f"{data.task.name}, {head} head on "
+                                       f"{'mix of ' if mix else ''}layers {layer_list}")
+    if figure is not None:
+        companions["loss.png"] = plots.png_writer(figure)
+    saved.save(out, metrics, companions=companions, extra={"fit": {
+        "optimizer": optimizer, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+        "seed": seed, "val_fraction": val_fraction, "weight_decay": weight_decay,
+        "schedule": schedule, "patience": patience, "best_epoch": best_epoch}})
+    return metrics
+
+
+def control_selectivity(data: TaskData, config: HeadConfig, features: FeatureSource,
+                        metrics: dict, options: TrainOptions) -> dict:
+    """Train the same head on the control task (Hewitt & Liang, 2019: each type a fixed random
+    label) and report selectivity = task word accuracy - control word accuracy on test."""
+    control = tasks.control_labels(data.keys, data.labels.numpy(), data.train_rows,
+                                   seed=options.seed)
+    watched = data.dev or data.test
+    monitor = EvalSplit("control", watched.rows, control[watched.rows], watched.words,
+                        watched.n_examples, {})
+    torch.manual_seed(options.seed)
+    trainee = new_trainee("control", config, options)
+    train([trainee], features, torch.from_numpy(control), data.train_rows, monitor,
+          data.dev is not None, options)
+    test = data.test
+    y_control = control[test.rows]
+    y_pred = predict_rows(trainee.module, features, test.rows, options.device)
+    control_accuracy = accuracies(y_control, y_pred, test.words)
+    return {"control_word_accuracy": round(control_accuracy["word_accuracy"], 6),
+            "control_token_accuracy": round(control_accuracy["token_accuracy"], 6),
+            "selectivity": round(metrics["word_accuracy"] - control_accuracy["word_accuracy"], 6)}
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    """history.csv: one row per epoch, the columns of the loop's records."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)

@@ -1,0 +1,225 @@
+"""Heads trained on cached features: built from a config, run on feature batches, saved as a
+directory (safetensors weights + JSON that rebuilds them) written and read as a whole."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pipeline import tasks
+from pipeline.errors import PipelineError
+from pipeline.training.atomic_dir import write_dir
+from pipeline.training.features import FeatureSource
+from pipeline.training.settings import HEAD_KINDS
+from pipeline.training.subword import SUBWORD_MODES
+
+REQUIRED_FILES = ("head.safetensors", "head.json", "lookup.json", "metrics.json")
+HEAD_DIR_FILES = {*REQUIRED_FILES, "history.csv", "loss.png"}
+
+
+@dataclass
+class HeadConfig:
+    """What rebuilds a head. With mix_layers = L > 0 the input is L layers of equal width
+    concatenated, mixed into one by learned softmax weights before the linear/MLP body."""
+
+    kind: str
+    in_features: int
+    n_labels: int
+    hidden: int = 0  # MLP width
+    dropout: float = 0.0  # MLP dropout, on the input and on the hidden layer
+    mix_layers: int = 0
+
+
+class ScalarMix(nn.Module):
+    """(n, L * d) -> (n, d): gamma * sum_l softmax(w)_l * layer_l (Peters et al., 2018)."""
+
+    def __init__(self, n_layers: int):
+        super().__init__()
+        self.n_layers = n_layers
+        self.weights = nn.Parameter(torch.zeros(n_layers))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = x.view(x.shape[0], self.n_layers, -1)
+        return self.gamma * torch.einsum("l,nld->nd", self.weights.softmax(0), layers)
+
+
+def build_head(config: HeadConfig) -> nn.Module:
+    """Maps (n_tokens, in_features) features to (n_tokens, n_labels) logits."""
+    if config.kind not in HEAD_KINDS:
+        raise PipelineError(f"unknown head {config.kind!r}; choose one of {', '.join(HEAD_KINDS)}")
+    width = config.in_features // config.mix_layers if config.mix_layers else config.in_features
+    if config.kind == "linear":
+        body = nn.Linear(width, config.n_labels)
+    else:
+        if config.hidden < 1:
+            raise PipelineError(f"an MLP head needs --hidden >= 1, got {config.hidden}")
+        body = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, config.hidden),
+                             nn.GELU(), nn.Dropout(config.dropout),
+                             nn.Linear(config.hidden, config.n_labels))
+    return nn.Sequential(ScalarMix(config.mix_layers), body) if config.mix_layers else body
+
+
+def head_logits(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(n, n_labels) float32 logits of an (n, in_features) batch. A bfloat16 batch (features
+    held as bf16, see training.features) runs the head's matmuls in bf16 against its float32
+    weights, which stay the trained (master) copy."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.dtype == torch.bfloat16):
+        return module(x).float()
+
+
+def mix_weights(module: nn.Module) -> list[float] | None:
+    """The softmax layer weights of a mix head, in layer order; None for other heads."""
+    if isinstance(module, nn.Sequential) and isinstance(module[0], ScalarMix):
+        return [round(w, 6) for w in module[0].weights.detach().softmax(0).tolist()]
+    return None
+
+
+def predict_heads(heads: list[tuple[nn.Module, slice]], features: FeatureSource,
+                  rows: np.ndarray, device: str | torch.device = "cpu",
+                  labels: torch.Tensor | None = None, batch_size: int = 16384
+                  ) -> tuple[list[np.ndarray], list[float]]:
+    """Each head's (len(rows),) argmax labels, from one gather of the rows' features of which
+    each head reads its columns; with (n_tokens,) `labels`, also each head's mean
+    cross-entropy over the labelled rows (else an empty list)."""
+    preds = [np.empty(len(rows), dtype=np.int64) for _ in heads]
+    totals = [0.0 for _ in heads]
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start:start + batch_size]
+            x = features.batch(batch, device)
+            y = None if labels is None else labels[batch].to(x.device)
+            for i, (module, columns) in enumerate(heads):
+                logits = head_logits(module, x[:, columns])
+                preds[i][start:start + len(batch)] = logits.argmax(-1).cpu()
+                if y is not None:
+                    totals[i] += nn.functional.cross_entropy(
+                        logits, y, ignore_index=tasks.IGNORE, reduction="sum").item()
+    if labels is None:
+        return preds, []
+    n_labelled = max(1, int((labels[rows] != tasks.IGNORE).sum()))
+    return preds, [total / n_labelled for total in totals]
+
+
+def predict_rows(module: nn.Module, features: FeatureSource, rows: np.ndarray,
+                 device: str | torch.device = "cpu") -> np.ndarray:
+    """(len(rows),) argmax label of each row (cache token indices) under one head."""
+    return predict_heads([(module, slice(None))], features, rows, device)[0][0]
+
+
+@dataclass
+class SavedHead:
+    """A trained head with everything needed to use it: config, task, layers, cache
+    fingerprint, and the baselines' training statistics."""
+
+    module: nn.Module
+    config: HeadConfig
+    task: str
+    label_names: list[str]
+    layers: list[int]
+    fingerprint: dict
+    majority_label: int  # most frequent training label: the majority baseline
+    lookup: dict  # {"key": "token id" | "word form", "types": [...], "labels": [...]}
+    subword: str = "first"  # word features: the first subtoken's, or the mean over the word's
+
+    def save(self, head_dir: str | Path, metrics: dict, extra: dict | None = None,
+             companions: dict[str, Callable[[Path], None]] | None = None) -> None:
+        """Write the head directory as a whole (see training.atomic_dir): weights, head.json,
+        lookup.json, metrics.json and `companions` (file name -> writer(path))."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        meta = {"head": asdict(self.config), "task": self.task, "label_names": self.label_names,
+                "layers": self.layers, "fingerprint": self.fingerprint,
+                "majority_label": self.majority_label, "subword": self.subword, **(extra or {})}
+        write_dir(head_dir, {"head.safetensors": lambda path: save_file(state, path),
+                             "head.json": lambda path: _write_json(path, meta),
+                             "lookup.json": lambda path: _write_json(path, self.lookup),
+                             "metrics.json": lambda path: _write_json(path, metrics),
+                             **(companions or {})}, HEAD_DIR_FILES)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+# the fields of head.json, of its "head" entry and of lookup.json, with their types
+META_FIELDS = {"head": dict, "task": str, "label_names": list, "layers": list,
+               "fingerprint": dict, "majority_label": int, "subword": str}
+CONFIG_FIELDS = {"kind": str, "in_features": int, "n_labels": int, "hidden": int,
+                 "dropout": (int, float), "mix_layers": int}
+LOOKUP_FIELDS = {"key": str, "types": list, "labels": list}
+
+
+def load_head(head_dir: str | Path) -> SavedHead:
+    """Read a head directory; a missing, truncated or malformed file is a one-line
+    PipelineError naming it."""
+    head_dir = Path(head_dir)
+    if not any((head_dir / name).exists() for name in REQUIRED_FILES):
+        raise PipelineError(f"{head_dir}: no trained head (head.json + head.safetensors); "
+                            f"run `pipeline fit` first")
+    missing = [name for name in REQUIRED_FILES if not (head_dir / name).is_file()]
+    if missing:
+        raise PipelineError(f"{head_dir}: incomplete head, {', '.join(missing)} missing; run "
+                            f"`pipeline fit` again")
+    meta = _read_fields(head_dir / "head.json", META_FIELDS)
+    lookup = _read_fields(head_dir / "lookup.json", LOOKUP_FIELDS)
+    _read_fields(head_dir / "metrics.json", {})
+    config, module = _build_described(head_dir / "head.json", meta, lookup)
+    weights = head_dir / "head.safetensors"
+    try:
+        state = load_file(weights)
+    except Exception as err:  # safetensors raises its own error type for a damaged file
+        raise PipelineError(f"{weights}: unreadable ({str(err).splitlines()[0]}); the file is "
+                            f"truncated or corrupt; run `pipeline fit` again") from None
+    try:
+        module.load_state_dict(state)
+    except RuntimeError:
+        raise PipelineError(f"{weights}: its tensors do not match the head head.json "
+                            f"describes; run `pipeline fit` again") from None
+    module.eval()
+    return SavedHead(module, config, meta["task"], meta["label_names"], meta["layers"],
+                     meta["fingerprint"], meta["majority_label"], lookup, meta["subword"])
+
+
+def _build_described(path: Path, meta: dict, lookup: dict) -> tuple[HeadConfig, nn.Module]:
+    """The config head.json describes, checked against its other fields, and its untrained
+    module."""
+    config = meta["head"]
+    valid = (set(config) == set(CONFIG_FIELDS)
+             and all(isinstance(config[k], kind) for k, kind in CONFIG_FIELDS.items())
+             and config["n_labels"] == len(meta["label_names"]) >= 1
+             and 0 <= meta["majority_label"] < config["n_labels"]
+             and meta["subword"] in SUBWORD_MODES
+             and all(isinstance(layer, int) for layer in meta["layers"])
+             and len(lookup["types"]) == len(lookup["labels"]))
+    if valid:
+        try:
+            return HeadConfig(**config), build_head(HeadConfig(**config))
+        except (PipelineError, RuntimeError, ValueError):
+            pass
+    raise PipelineError(f"{path}: its fields do not describe a head (head config, label count, "
+                        f"majority label, subword, layers or lookup table); run `pipeline fit` "
+                        f"again")
+
+
+def _read_fields(path: Path, expected: dict[str, type]) -> dict:
+    """A JSON object file holding `expected` fields of the given types."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PipelineError(f"{path}: not valid JSON ({err}); the file is truncated or corrupt; "
+                            f"run `pipeline fit` again") from None
+    if not isinstance(obj, dict):
+        raise PipelineError(f"{path}: not a JSON object; run `pipeline fit` again")
+    bad = [name for name, kind in expected.items()
+           if not isinstance(obj.get(name), kind) or isinstance(obj.get(name), bool)]
+    if bad:
+        raise PipelineError(f"{path}: missing or mistyped field(s) {', '.join(bad)}; run "
+                            f"`pipeline fit` again")
+    return obj
