@@ -11,8 +11,21 @@ import hashlib
 import json
 
 from pipeline.errors import PipelineError
+from pipeline.schema import Int, Optional, Text
 
 MODEL_KEYS = ("config_sha256", "vocab_sha256", "weights_sha256")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+# what readers of a fingerprint (a cache's, or the one a head keeps) rely on: pipeline.schema
+FINGERPRINT_SPEC = {
+    "model": {"name": Text(pattern=r".+", what="a model name"),
+              **{key: Optional(str) for key in MODEL_KEYS}},
+    "layers": [Int(min=0)],
+    "storage_dtype": Text(choices=("float16",)),
+    "compute_dtype": Text(choices=COMPUTE_DTYPES),
+    "max_length": Optional(Int(min=1)),
+    "corpus": {"sha256": str, "format": str},
+}
 
 
 class FingerprintMismatch(PipelineError):
@@ -92,3 +105,12 @@ def check_head_fits_model(head_fp: dict, model_fp: dict) -> None:
             f"fingerprint mismatch: the head was trained on features of model "
             f"{head_fp['model']['name']!r}; {model_fp['name']!r} has other weights, config or "
             f"vocabulary")
+
+
+def check_head_width(in_features: int, hidden_size: int, layers: list[int]) -> None:
+    """The head's input width must be what its layers of this model give."""
+    if in_features != hidden_size * len(layers):
+        raise FingerprintMismatch(
+            f"the head takes {in_features} features, but {len(layers)} layer(s) of hidden size "
+            f"{hidden_size} give {hidden_size * len(layers)}; its head.json is damaged or from "
+            f"another model: run `pipeline fit` again")

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from pipeline.embedding import cast_model, drop_blocks_above, embed_examples, load_model, tokenize
-from pipeline.fingerprint import check_head_fits_model
+from pipeline.fingerprint import check_head_fits_model, check_head_width
 from pipeline.training import Features, SavedHead, head_logits, load_head, word_features
 
 
@@ -19,6 +19,7 @@ class Predictor:
         self.head = head
         self.lm = load_model(model or head.fingerprint["model"]["name"], device=device)
         check_head_fits_model(head.fingerprint, self.lm.fingerprint)
+        check_head_width(head.config.in_features, self.lm.hidden_size, head.layers)
         drop_blocks_above(self.lm, max(head.layers))
         self.dtype = head.fingerprint["compute_dtype"]
         cast_model(self.lm, self.dtype)

@@ -9,11 +9,13 @@ unknown key or an out-of-range value is a SettingsError whose one line names the
 from __future__ import annotations
 
 import codecs
+import typing
 from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator,
+                      model_validator)
 
 from pipeline.errors import PipelineError
 
@@ -50,11 +52,13 @@ class Settings(BaseModel):
 def describe(err: ValidationError, where: str = "") -> str:
     """A pydantic error as one line: 'params.yaml: fit.lr: Input should be ... (got 'abc')'."""
     first = err.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "settings"
+    key = ".".join(str(part) for part in first["loc"])
     message = first["msg"].replace("Extra inputs are not permitted", "unknown key")
-    got = "" if first["type"] == "extra_forbidden" else f" (got {first.get('input')!r})"
+    message = message.removeprefix("Value error, ")
+    got = "" if first["type"] == "extra_forbidden" or not key else f" (got {first.get('input')!r})"
+    key = f"{key}: " if key else ""
     more = f"; and {len(err.errors()) - 1} more" if len(err.errors()) > 1 else ""
-    return f"{where}{key}: {message}{got}{more}"
+    return f"{where}{key}{message}{got}{more}"
 
 
 def layers_text(value):
@@ -175,6 +179,19 @@ class FitSettings(Settings):
     def _size_as_text(cls, value):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
+    @model_validator(mode="after")
+    def _lbfgs_rules(self):
+        """L-BFGS takes full-batch steps on a convex problem and picks its own step sizes."""
+        if self.optimizer == "lbfgs" and (self.head != "linear" or self.layers.strip() == "mix"):
+            raise ValueError("optimizer lbfgs trains linear heads on fixed layers (a convex "
+                             "problem); use adamw for mlp heads and layers mix")
+        if self.optimizer == "lbfgs" and self.schedule != "constant":
+            raise ValueError("optimizer lbfgs finds its own step sizes; schedule applies to adamw")
+        return self
+
+
+HEAD_KINDS = typing.get_args(FitSettings.model_fields["head"].annotation)  # ("linear", "mlp")
+
 
 class CorpusSettings(Settings):
     """A corpus file downloaded from `url` unless placed at its path beforehand."""
@@ -221,8 +238,9 @@ def with_presets(settings: FitSettings, corpus_labels: bool,
     """`settings` with the preset for its head filled in where a value was not given."""
     preset = {key: value for key, value in presets(settings.head, corpus_labels,
                                                    cached_layers).items()
-              if key not in settings.model_fields_set}
-    return settings.model_copy(update=preset) if preset else settings
+              if key not in settings.model_fields_set
+              and not (key == "schedule" and settings.optimizer == "lbfgs")}
+    return type(settings).build("preset: ", **(settings.given() | preset)) if preset else settings
 
 
 SECTIONS: dict[str, type[Settings]] = {

@@ -16,7 +16,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, os_error_message
 from pipeline.settings import SettingsError, load_params, load_section
 from pipeline.store import atomic_write, atomic_write_json, read_json
 
@@ -63,6 +63,9 @@ def split_corpus(section: str) -> None:
 
 def embed(corpus_path: str, cache_dir: str, section: str = "embed") -> None:
     from pipeline import api
+    from pipeline.process import prepare_for_embedding
+
+    prepare_for_embedding()
 
     for line in api.embed_report(corpus_path, cache_dir, load_section(section)) or []:
         print(line)
@@ -71,6 +74,9 @@ def embed(corpus_path: str, cache_dir: str, section: str = "embed") -> None:
 def embed_splits(cache_dir: str, section: str, corpus_section: str) -> None:
     """Embed the train/dev/test files named by `corpus_section` into one cache."""
     from pipeline import api
+    from pipeline.process import prepare_for_embedding
+
+    prepare_for_embedding()
 
     files = load_section(corpus_section)
     splits = {name: getattr(files, name) for name in ("train", "dev", "test")}
@@ -110,12 +116,17 @@ STAGES = {"corpus": corpus, "split_corpus": split_corpus, "embed": embed,
 
 
 def main(argv: list[str]) -> None:
+    from pipeline.process import report_file_size_limit
+
+    report_file_size_limit()
     if not argv or argv[0] not in STAGES:
         sys.exit(f"Error: give a stage: {', '.join(STAGES)}")
     try:
         STAGES[argv[0]](*argv[1:])
     except PipelineError as err:
         sys.exit(f"Error: {argv[0]}: {err}")
+    except OSError as err:  # a full disk or a file size limit says what to do
+        sys.exit(f"Error: {argv[0]}: {os_error_message(err)}")
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def damage_json(name, change):
     (lambda d: (d / "head.safetensors").write_bytes((d / "head.safetensors").read_bytes()[:50]),
      "head.safetensors", "truncated or corrupt"),
     (lambda d: (d / "head.json").write_text('{"head": {"kind": '), "head.json", "not valid JSON"),
-    (damage_json("head.json", lambda m: m.pop("layers")), "head.json", "field(s) layers"),
+    (damage_json("head.json", lambda m: m.pop("layers")), "head.json", "key 'layers' missing"),
     (damage_json("head.json", lambda m: m["label_names"].pop()), "head.json",
      "do not describe a head"),
     (damage_json("head.json", lambda m: m["head"].update(in_features=7)), "head.safetensors",

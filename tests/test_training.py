@@ -36,7 +36,7 @@ def test_settings_out_of_range_fail_before_any_work(tmp_path, setting, value):
             train(str(tmp_path / "no-cache"), "first_letter", tmp_path / "out",
                   **{setting: value})
         message = str(error.value)
-        assert f"--{setting.replace('_', '-')}" in message and "\n" not in message
+        assert message.startswith(f"{setting}: ") and "\n" not in message
     assert not (tmp_path / "out").exists()
 
 

@@ -1,7 +1,7 @@
 """The `pipeline` command: thin click commands over the Python API (pipeline.api).
 
-Process-wide choices that a library must not make for its caller (malloc tuning, logging
-verbosity) are made here, at the entry point, and only for the command that needs them.
+Process-wide choices that a library must not make for its caller (pipeline.process) are
+made here, at the entry point, and only for the command that needs them.
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ import sys
 
 import click
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, os_error_message
 
 
 class OneLineErrors(click.Group):
     """Every error, usage errors included, as one line `Error: ...` and exit status 1."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from pipeline.process import report_file_size_limit
+
+        report_file_size_limit()
         try:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as done:
@@ -45,18 +48,9 @@ def user_errors(command):
         except MemoryError:
             raise click.ClickException("out of memory; use a smaller --max-tokens, "
                                        "--batch-size or --max-memory") from None
-        except OSError as err:
-            where = f": {err.filename}" if err.filename else ""
-            raise click.ClickException(f"{err.strerror or err}{where}") from None
+        except OSError as err:  # a full disk or a file size limit says what to do
+            raise click.ClickException(os_error_message(err)) from None
     return wrapper
-
-
-def quiet_libraries() -> None:
-    """transformers' warnings and progress bars are noise on a command line."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli import main, quiet_libraries, user_errors
+from pipeline.cli import main, user_errors
 from pipeline.cli.options import pop_settings, settings_options
 from pipeline.settings import EmbedSettings
 
@@ -43,14 +43,13 @@ def embed(corpus, out, splits, force, **options):
     each process embeds its share of the shards on its own device.
     """
     from pipeline import api
-    from pipeline.embedding import keep_freed_memory
+    from pipeline.process import prepare_for_embedding
 
     settings = EmbedSettings.build("", **pop_settings(EmbedSettings, options))
     split_files = parse_splits(splits, corpus)
     if corpus is not None and split_files:
         raise click.UsageError("give either a CORPUS file or --split NAME=PATH, not both")
-    keep_freed_memory()
-    quiet_libraries()
+    prepare_for_embedding()
     report = api.embed_report(corpus, out, settings, splits=split_files, force=force)
     if report is None:  # a torchrun rank other than 0
         return

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from pipeline.cli import main, quiet_libraries, user_errors
+from pipeline.cli import main, user_errors
 from pipeline.cli.options import pop_settings, settings_options
 from pipeline.settings import FitSettings
 
@@ -80,6 +80,8 @@ def predict(head_dir, text, model, as_json, tokens, encoding, device):
         texts = [line for line in decoded.splitlines() if line.strip()]
     if not texts:
         raise click.UsageError("no text given (as arguments or on stdin)")
+    from pipeline.process import quiet_libraries
+
     quiet_libraries()
     head = Head.load(head_dir, model=model, device=device)
     for i, result in enumerate(head.predict(texts)):

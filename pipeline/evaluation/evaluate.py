@@ -10,7 +10,7 @@ from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.evaluation.metrics import (below_lookup_warnings, lookup_by_name, score,
                                          scored_rows)
-from pipeline.fingerprint import check_head_fits_cache
+from pipeline.fingerprint import check_head_fits_cache, check_head_width
 from pipeline.store import Cache, CacheError
 from pipeline.training.rows import example_rows, row_types, task_labels
 from pipeline.training.heads import SavedHead, load_head, predict_rows
@@ -28,6 +28,7 @@ def evaluate(head_dir: str, cache_dir: str, device: str = "auto",
     head = load_head(head_dir)
     cache = Cache(cache_dir)
     check_head_fits_cache(head.fingerprint, cache.fingerprint, head.layers)
+    check_head_width(head.config.in_features, cache.hidden_size, head.layers)
     task, label_names, labels = task_labels(cache, head.task)
     if label_names != head.label_names:
         raise CacheError(f"{cache_dir}: labels of task {task.name!r} differ from the head's "

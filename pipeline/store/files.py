@@ -19,6 +19,7 @@ from pathlib import Path
 
 import h5py
 
+from pipeline import errors
 from pipeline.store.layout import CacheError
 
 
@@ -51,17 +52,22 @@ def sha256_file(path: str | Path) -> str:
 
 
 def is_disk_full(err: OSError) -> bool:
-    # h5py reports a failed HDF5 write as an OSError whose errno is not set
-    return err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(err)
+    return errors.is_disk_full(err)
 
 
-def write_error(path: Path, err: OSError) -> CacheError:
-    """A failed write as one line naming the file."""
-    if is_disk_full(err):
-        return CacheError(f"disk full while writing {path}; free space on {path.parent} and run "
-                          f"the command again")
-    reason = (str(err).splitlines() or [type(err).__name__])[0]
-    return CacheError(f"cannot write {path} ({reason}); nothing was changed")
+def write_error(path: Path, err: BaseException) -> CacheError:
+    """A failed write as one line naming the file (pipeline.errors.write_failure: a full disk,
+    a quota, a file size limit, a read-only file system, or the reason given)."""
+    return CacheError(str(errors.write_failure(path, err)))
+
+
+def check_out_dir(path: str | Path) -> Path:
+    """`path` as a directory to write into: an existing file there is a one-line error."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CacheError(f"{path} is a file, not a directory; give --out a new directory or "
+                         f"one an earlier run wrote")
+    return path
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -71,8 +77,11 @@ def atomic_write(path: str | Path, write) -> None:
     disk, a failed sync) becomes a one-line CacheError.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from None
     os.close(fd)
     try:
         write(tmp)
@@ -108,23 +117,26 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write(path, write)
 
 
-def read_json(path: str | Path, kind: type = dict):
-    """A JSON file whose top level is a `kind` (dict or list); anything else is a CacheError."""
+def read_json(path: str | Path, kind: type = dict, hint: str = ""):
+    """A JSON file whose top level is a `kind` (dict or list); anything else is a one-line
+    CacheError naming the file, ending with `hint` (what to do) when given. The fields are
+    the reader's to check: pipeline.schema."""
+    after = f"; {hint}" if hint else ""
     try:
         with open(path, "rb") as f:
             value = json.loads(f.read())
     except FileNotFoundError:
-        raise CacheError(f"{path}: missing") from None
+        raise CacheError(f"{path}: missing{after}") from None
     except OSError as err:
-        raise CacheError(f"{path}: unreadable ({err.strerror or err})") from None
+        raise CacheError(f"{path}: unreadable ({err.strerror or err}){after}") from None
     except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, or absurd nesting
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise CacheError(f"{path}: not valid JSON ({reason}); it is truncated or "
-                         f"corrupt") from None
+                         f"corrupt{after}") from None
     if not isinstance(value, kind):
         want = "an object" if kind is dict else "an array"
         raise CacheError(f"{path}: expected {want} at the top level, found "
-                         f"{type(value).__name__}")
+                         f"{type(value).__name__}{after}")
     return value
 
 

@@ -22,9 +22,9 @@ import numpy as np
 from pipeline.store.files import atomic_write_h5, sha256_file
 from pipeline.store.layout import IGNORE, LABEL_WAIT, LABELS, CacheError
 from pipeline.store.lock import CacheLock
-from pipeline.store.manifest import update_manifest
+from pipeline.store.manifest import TASK_NAME as TASK_NAME_PATTERN, update_manifest
 
-TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name part, never a path
+TASK_NAME = re.compile(TASK_NAME_PATTERN)  # a file name part, never a path
 
 
 class LabelProblem(Exception):

@@ -7,20 +7,43 @@ two writers never lose each other's changes, and a reader sees the old or the ne
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Callable
 
+from pipeline.fingerprint import FINGERPRINT_SPEC
+from pipeline.schema import Int, MapOf, Optional, Text, checked
 from pipeline.store.files import atomic_write_json, read_json
 from pipeline.store.layout import (FORMAT_VERSION, LABEL_WAIT, MANIFEST, SHARDS, CacheError)
 from pipeline.store.lock import CacheLock
 
-TOP_FIELDS = {"format_version": int, "fingerprint": dict, "fingerprint_id": str,
-              "n_tokens": int, "n_examples": int, "hidden_size": int, "shards": list,
-              "tasks": dict}
-SHARD_FIELDS = {"name": str, "first_example": int, "n_examples": int, "n_tokens": int,
-                "bytes": int, "sha256": str}
-SHARD_NAME = re.compile(r"^shard-\d{5,}\.h5$")  # a plain name: the manifest names no other path
+SHARD_NAME = r"shard-\d{5,}\.h5"  # a plain name: the manifest names no other path
+TASK_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # a file name part, never a path
+SHA256 = Text(pattern=r"[0-9a-f]{64}", what="a sha256 hex digest")
+
+# every field a reader of the manifest uses, with its type and range (pipeline.schema)
+SHARD_SPEC = {"name": Text(pattern=SHARD_NAME, what="a shard file name"),
+              "first_example": Int(min=0), "n_examples": Int(min=0), "n_tokens": Int(min=0),
+              "bytes": Int(min=0), "sha256": SHA256}
+TASK_SPEC = {"label_names": [str], "file": str, "sha256": str,
+             "level": Optional(Text(choices=("token", "word"))), "label_all": Optional(bool),
+             "source": Optional(str)}
+SPLIT_SPEC = {"first_example": Int(min=0), "n_examples": Int(min=0), "path": Optional(str)}
+MANIFEST_SPEC = {
+    "format_version": int,
+    "fingerprint": FINGERPRINT_SPEC,
+    "fingerprint_id": SHA256,
+    "n_tokens": Int(min=0),
+    "n_examples": Int(min=0),
+    "hidden_size": Int(min=1),
+    "shards": [SHARD_SPEC],
+    "tasks": MapOf(TASK_SPEC, key=TASK_NAME, key_what="a task name"),
+    "splits": Optional(MapOf(SPLIT_SPEC, key=TASK_NAME, key_what="a split name")),
+    "stats": Optional(MapOf(float)),
+    "corpus_path": Optional(str),
+    "vocab_file_sha256": Optional(str),
+    "settings": Optional(dict),
+}
+REWRITE = "run `pipeline embed` again with the same inputs to rewrite it"
 
 
 def read_manifest(cache_dir: str | Path) -> dict:
@@ -37,30 +60,38 @@ def read_manifest(cache_dir: str | Path) -> dict:
 
 
 def check_manifest(manifest: dict, path: Path) -> None:
-    """Raise a CacheError naming the first key whose value is missing or of the wrong type."""
+    """Raise a CacheError naming the first key whose value is missing, of the wrong type or
+    out of range (MANIFEST_SPEC), or that disagrees with the others (counts, example ranges)."""
     version = manifest.get("format_version")
     if version != FORMAT_VERSION or type(version) is not int:
         raise CacheError(f"{path.parent}: cache format {version}, this version reads format "
                          f"{FORMAT_VERSION}; embed again")
-    _check_fields(manifest, TOP_FIELDS, "", path)
-    layers = manifest["fingerprint"].get("layers")
-    if not isinstance(layers, list) or not layers or not all(_is(v, int) for v in layers):
-        raise CacheError(f"{path}: key 'fingerprint.layers' should be a list of integers, "
-                         f"found {layers!r}")
-    for i, shard in enumerate(manifest["shards"]):
-        if not isinstance(shard, dict):
-            raise CacheError(f"{path}: key 'shards[{i}]' should be an object, found "
-                             f"{type(shard).__name__}")
-        _check_fields(shard, SHARD_FIELDS, f"shards[{i}].", path)
-        if not SHARD_NAME.match(shard["name"]):
-            raise CacheError(f"{path}: key 'shards[{i}].name' is {shard['name']!r}, not a shard "
-                             f"file name")
-    if sum(s["n_tokens"] for s in manifest["shards"]) != manifest["n_tokens"]:
-        raise CacheError(f"{path}: key 'n_tokens' differs from the sum of the shards' n_tokens")
-    for task, entry in manifest["tasks"].items():
-        if not isinstance(entry, dict):
-            raise CacheError(f"{path}: key 'tasks.{task}' should be an object, found "
-                             f"{type(entry).__name__}")
+    checked(manifest, MANIFEST_SPEC, path, CacheError, REWRITE)
+
+    def wrong(problem: str):
+        return CacheError(f"{path}: {problem}; {REWRITE}")
+
+    layers = manifest["fingerprint"]["layers"]
+    if not layers or len(set(layers)) != len(layers):
+        raise wrong(f"key 'fingerprint.layers' should be a non-empty list of distinct layers, "
+                    f"found {layers}")
+    shards, first, names = manifest["shards"], 0, set()
+    for i, shard in enumerate(shards):
+        if shard["first_example"] != first:
+            raise wrong(f"key 'shards[{i}].first_example' is {shard['first_example']}, the "
+                        f"shards before it end at example {first}")
+        if shard["name"] in names:
+            raise wrong(f"key 'shards[{i}].name' repeats {shard['name']!r}")
+        names.add(shard["name"])
+        first += shard["n_examples"]
+    if sum(s["n_tokens"] for s in shards) != manifest["n_tokens"]:
+        raise wrong("key 'n_tokens' differs from the sum of the shards' n_tokens")
+    if first != manifest["n_examples"]:
+        raise wrong("key 'n_examples' differs from the sum of the shards' n_examples")
+    for name, split in (manifest.get("splits") or {}).items():
+        if split["first_example"] + split["n_examples"] > manifest["n_examples"]:
+            raise wrong(f"key 'splits.{name}' holds examples past the cache's "
+                        f"{manifest['n_examples']}")
 
 
 def update_manifest(cache_dir: str | Path, change: Callable[[dict | None], dict],
@@ -82,25 +113,9 @@ def update_manifest(cache_dir: str | Path, change: Callable[[dict | None], dict]
         else:
             current = read_manifest(cache_dir)
         manifest = change(current)
+        check_manifest(manifest, cache_dir / MANIFEST)  # never write what would not read
         atomic_write_json(cache_dir / MANIFEST, manifest)
         return manifest
     finally:
         if lock is None:
             held.release()
-
-
-def _is(value, kind: type) -> bool:
-    # JSON true/false load as bool, a subclass of int: not a count
-    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-
-
-def _check_fields(obj: dict, fields: dict[str, type], prefix: str, path: Path) -> None:
-    for key, kind in fields.items():
-        if key not in obj:
-            raise CacheError(f"{path}: key '{prefix}{key}' missing")
-        if not _is(obj[key], kind):
-            raise CacheError(f"{path}: key '{prefix}{key}' should be {_KINDS[kind]}, found "
-                             f"{type(obj[key]).__name__}")
-
-
-_KINDS = {int: "an integer", str: "a string", dict: "an object", list: "a list"}

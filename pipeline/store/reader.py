@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipeline.schema import checked
 from pipeline.store import labels as label_files
 from pipeline.store.files import read_json, sha256_file
 from pipeline.store.integrity import array_digest, shard_problems
@@ -144,7 +145,7 @@ class Cache:
         if not path.exists() or sha256_file(path) != want:
             problem = "missing" if not path.exists() else "differs from the manifest's checksum"
             raise CacheError(f"{path}: {problem}; {REWRITE}")
-        return read_json(path, kind=list)
+        return checked(read_json(path, kind=list), [str], path, CacheError, REWRITE)
 
     def labels_path(self, task: str) -> Path:
         return label_files.label_path(self.cache_dir, task, self.manifest["tasks"].get(task, {}))

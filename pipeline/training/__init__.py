@@ -12,14 +12,14 @@ from pipeline.training.fit import fit
 from pipeline.training.heads import (HeadConfig, SavedHead, build_head, head_logits,
                                      load_head, mix_weights, predict_rows)
 from pipeline.training.loop import TrainOptions, Trainee, new_trainee, train
-from pipeline.training.settings import check_settings, parse_fit_layers
+from pipeline.training.layers import parse_fit_layers
 from pipeline.training.stream import StreamedFeatures, load_features, parse_size
 from pipeline.training.subword import RowFeatures, WordMean, load_word_features, word_features
 from pipeline.training.sweep import format_table, sweep
 
 __all__ = ["EvalSplit", "FeatureSource", "Features", "HeadConfig", "RowFeatures", "SavedHead",
            "StreamedFeatures", "TaskData", "TrainOptions", "Trainee", "WordMean", "build_head",
-           "check_settings", "fit", "format_table", "head_logits", "load_features", "load_head",
+           "fit", "format_table", "head_logits", "load_features", "load_head",
            "load_word_features", "mix_weights", "new_trainee", "parse_fit_layers",
            "parse_size", "predict_rows", "prepare", "split_examples", "split_rows", "sweep",
            "train", "word_features"]

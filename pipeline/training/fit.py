@@ -19,18 +19,13 @@ from pipeline.training.data import EvalSplit, TaskData, prepare
 from pipeline.training.features import FeatureSource
 from pipeline.training.heads import HeadConfig, SavedHead, mix_weights, predict_rows
 from pipeline.training.loop import TrainOptions, new_trainee, train
-from pipeline.training.settings import check_optimizer, check_settings, parse_head_layers
-from pipeline.training.stream import parse_size
+from pipeline.settings import FitSettings
+from pipeline.training.layers import parse_head_layers
 from pipeline.training.subword import load_word_features
 
 
-def fit(cache_dir: str, task: str, out: str | Path, layers: str | list[int] | None = None,
-        epochs: int = 10, lr: float = 3e-3, batch_size: int = 4096, seed: int = 0,
-        val_fraction: float = 0.1, device: str = "auto", head: str = "linear",
-        hidden: int = 512, dropout: float = 0.1, weight_decay: float = 0.0,
-        schedule: str = "constant", patience: int = 3, subword: str = "first",
-        selectivity: bool = False, max_memory: str | int | None = None,
-        optimizer: str = "adamw", on_epoch: Callable[[dict], None] | None = None) -> dict:
+def fit(cache_dir: str, task: str, out: str | Path, *,
+        on_epoch: Callable[[dict], None] | None = None, **settings) -> dict:
     """Train a head on `cache_dir`'s features for `task`; write the head directory `out`
     (weights, head.json, lookup.json, metrics.json, history.csv, loss.png). Returns the metrics.
 
@@ -42,26 +37,24 @@ def fit(cache_dir: str, task: str, out: str | Path, layers: str | list[int] | No
     when they fit in `max_memory` (default: half the available memory), else they are
     streamed from the shards within that budget (training.stream). `optimizer`: adamw
     (mini-batches of `batch_size` tokens) or lbfgs (full batch, linear heads).
-    `on_epoch(record)` gets each epoch's history.csv row as it is made.
+    `on_epoch(record)` gets each epoch's history.csv row as it is made. `settings` are those
+    of pipeline.settings.FitSettings. The metrics written hold no timings (a rerun writes the
+    same bytes); the returned ones add them under "train".
     """
-    check_settings(epochs=epochs, lr=lr, batch_size=batch_size, hidden=hidden, dropout=dropout,
-                   weight_decay=weight_decay, patience=patience, val_fraction=val_fraction,
-                   head=head, optimizer=optimizer, schedule=schedule, subword=subword)
-    check_optimizer(optimizer, head, str(layers) == "mix", schedule)
-    if max_memory is not None:
-        parse_size(max_memory)
-    options = TrainOptions(epochs, lr, weight_decay, schedule, patience, batch_size, seed,
-                           optimizer, resolve_device(device))
+    s = FitSettings.build("", **settings)  # every value checked before any work
+    head, subword = s.head, s.subword
+    options = TrainOptions(s.epochs, s.lr, s.weight_decay, s.schedule, s.patience,
+                           s.batch_size, s.seed, s.optimizer, resolve_device(s.device))
     cache = Cache(cache_dir)
-    layer_list, mix = parse_head_layers(layers, cache.layers)
-    data = prepare(cache, task, val_fraction)
+    layer_list, mix = parse_head_layers(s.layers, cache.layers)
+    data = prepare(cache, task, s.val_fraction)
     features = load_word_features(cache, layer_list, data.rows(), subword, data.word_ids,
-                                  data.example_ids, max_memory)
+                                  data.example_ids, s.max_memory)
     config = HeadConfig(head, features.in_features, len(data.label_names),
-                        hidden=hidden if head == "mlp" else 0,
-                        dropout=dropout if head == "mlp" else 0.0,
+                        hidden=s.hidden if head == "mlp" else 0,
+                        dropout=s.dropout if head == "mlp" else 0.0,
                         mix_layers=len(layer_list) if mix else 0)
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     trainee = new_trainee("head", config, options)
     started = time.perf_counter()
     train([trainee], features, data.labels, data.train_rows, data.dev or data.test,
@@ -82,15 +75,9 @@ def fit(cache_dir: str, task: str, out: str | Path, layers: str | list[int] | No
     if data.dev is not None:
         metrics["dev"] = {"best_epoch": best_epoch, "word_accuracy":
                           history[best_epoch - 1]["val_word_accuracy"]}
-    metrics["train"] = {
-        "n_tokens": int(len(data.train_rows)),
-        "epochs": len(history),
-        "seconds": round(train_seconds, 3),
-        "us_per_token": round(1e6 * train_seconds / max(1, len(history) * len(data.train_rows)),
-                              4),
-        "feature_bytes": features.nbytes,
-    }
-    if selectivity:
+    metrics["train"] = {"n_tokens": int(len(data.train_rows)), "epochs": len(history),
+                        "feature_bytes": features.nbytes}
+    if s.selectivity:
         metrics["selectivity"] = control_selectivity(data, config, features, metrics, options)
     if warnings := below_lookup_warnings(metrics):
         metrics["warnings"] = warnings
@@ -102,11 +89,11 @@ def fit(cache_dir: str, task: str, out: str | Path, layers: str | list[int] | No
                                        f"{'mix of ' if mix else ''}layers {layer_list}")
     if figure is not None:
         companions["loss.png"] = plots.png_writer(figure)
-    saved.save(out, metrics, companions=companions, extra={"fit": {
-        "optimizer": optimizer, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-        "seed": seed, "val_fraction": val_fraction, "weight_decay": weight_decay,
-        "schedule": schedule, "patience": patience, "best_epoch": best_epoch}})
-    return metrics
+    saved.save(out, metrics, companions=companions, extra={
+        "fit": s.model_dump(exclude={"task", "device", "max_memory"}) | {"best_epoch": best_epoch}})
+    timing = {"seconds": round(train_seconds, 3), "us_per_token": round(
+        1e6 * train_seconds / max(1, len(history) * len(data.train_rows)), 4)}
+    return metrics | {"train": metrics["train"] | timing}
 
 
 def control_selectivity(data: TaskData, config: HeadConfig, features: FeatureSource,

@@ -15,9 +15,13 @@ from torch import nn
 
 from pipeline import tasks
 from pipeline.errors import PipelineError
+from pipeline.fingerprint import FINGERPRINT_SPEC
+from pipeline.schema import Int, Number, Optional, Text, checked
+from pipeline.store import read_json
+from pipeline.store.manifest import TASK_NAME
 from pipeline.training.atomic_dir import write_dir
 from pipeline.training.features import FeatureSource
-from pipeline.training.settings import HEAD_KINDS
+from pipeline.settings import HEAD_KINDS
 from pipeline.training.subword import SUBWORD_MODES
 
 REQUIRED_FILES = ("head.safetensors", "head.json", "lookup.json", "metrics.json")
@@ -148,12 +152,17 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-# the fields of head.json, of its "head" entry and of lookup.json, with their types
-META_FIELDS = {"head": dict, "task": str, "label_names": list, "layers": list,
-               "fingerprint": dict, "majority_label": int, "subword": str}
-CONFIG_FIELDS = {"kind": str, "in_features": int, "n_labels": int, "hidden": int,
-                 "dropout": (int, float), "mix_layers": int}
-LOOKUP_FIELDS = {"key": str, "types": list, "labels": list}
+# every field of head.json, of lookup.json and of metrics.json a reader uses (pipeline.schema)
+CONFIG_SPEC = {"kind": Text(choices=HEAD_KINDS), "in_features": Int(min=1),
+               "n_labels": Int(min=1), "hidden": Int(min=0), "dropout": Number(min=0, below=1),
+               "mix_layers": Int(min=0)}
+META_SPEC = {"head": CONFIG_SPEC, "task": Text(pattern=TASK_NAME, what="a task name"),
+             "label_names": [str], "layers": [Int(min=0)], "fingerprint": FINGERPRINT_SPEC,
+             "majority_label": Int(min=0), "subword": Text(choices=SUBWORD_MODES)}
+LOOKUP_SPEC = {"key": Text(choices=("token id", "word form")), "types": list,
+               "labels": [Int(min=0)]}
+METRICS_SPEC = {"word_accuracy": Optional(Number(min=0)), "warnings": Optional([str])}
+REFIT = "run `pipeline fit` again"
 
 
 def load_head(head_dir: str | Path) -> SavedHead:
@@ -167,9 +176,9 @@ def load_head(head_dir: str | Path) -> SavedHead:
     if missing:
         raise PipelineError(f"{head_dir}: incomplete head, {', '.join(missing)} missing; run "
                             f"`pipeline fit` again")
-    meta = _read_fields(head_dir / "head.json", META_FIELDS)
-    lookup = _read_fields(head_dir / "lookup.json", LOOKUP_FIELDS)
-    _read_fields(head_dir / "metrics.json", {})
+    meta = read_head_json(head_dir / "head.json", META_SPEC)
+    lookup = read_head_json(head_dir / "lookup.json", LOOKUP_SPEC)
+    read_head_json(head_dir / "metrics.json", METRICS_SPEC)
     config, module = _build_described(head_dir / "head.json", meta, lookup)
     weights = head_dir / "head.safetensors"
     try:
@@ -187,39 +196,36 @@ def load_head(head_dir: str | Path) -> SavedHead:
                      meta["fingerprint"], meta["majority_label"], lookup, meta["subword"])
 
 
+def read_head_json(path: Path, spec) -> dict:
+    """A JSON object file of a head directory, checked against its spec (pipeline.schema)."""
+    return checked(read_json(path, hint=REFIT), spec, path, PipelineError, REFIT)
+
+
 def _build_described(path: Path, meta: dict, lookup: dict) -> tuple[HeadConfig, nn.Module]:
-    """The config head.json describes, checked against its other fields, and its untrained
-    module."""
-    config = meta["head"]
-    valid = (set(config) == set(CONFIG_FIELDS)
-             and all(isinstance(config[k], kind) for k, kind in CONFIG_FIELDS.items())
-             and config["n_labels"] == len(meta["label_names"]) >= 1
-             and 0 <= meta["majority_label"] < config["n_labels"]
-             and meta["subword"] in SUBWORD_MODES
-             and all(isinstance(layer, int) for layer in meta["layers"])
-             and len(lookup["types"]) == len(lookup["labels"]))
-    if valid:
+    """The config head.json describes, checked against its other fields and lookup.json, and
+    its untrained module."""
+    config = {key: meta["head"][key] for key in CONFIG_SPEC}
+    n_labels, layers = config["n_labels"], meta["layers"]
+    key_type = int if lookup["key"] == "token id" else str
+    problem = (
+        "its label count differs from head.n_labels" if len(meta["label_names"]) != n_labels
+        else "majority_label is no label index" if meta["majority_label"] >= n_labels
+        else "it reads no layers" if not layers
+        else "it reads layers its cache fingerprint does not hold"
+        if not set(layers) <= set(meta["fingerprint"]["layers"])
+        else "head.mix_layers differs from its layer count"
+        if config["mix_layers"] not in (0, len(layers))
+        else "the lookup table (lookup.json) has types and labels of different lengths"
+        if len(lookup["types"]) != len(lookup["labels"])
+        else "the lookup table (lookup.json) has a label past head.n_labels"
+        if any(label >= n_labels for label in lookup["labels"])
+        else f"the lookup table (lookup.json) has types that are no {lookup['key']}s"
+        if not all(isinstance(t, key_type) and not isinstance(t, bool) for t in lookup["types"])
+        else None)
+    if problem is None:
         try:
             return HeadConfig(**config), build_head(HeadConfig(**config))
-        except (PipelineError, RuntimeError, ValueError):
-            pass
-    raise PipelineError(f"{path}: its fields do not describe a head (head config, label count, "
-                        f"majority label, subword, layers or lookup table); run `pipeline fit` "
-                        f"again")
-
-
-def _read_fields(path: Path, expected: dict[str, type]) -> dict:
-    """A JSON object file holding `expected` fields of the given types."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PipelineError(f"{path}: not valid JSON ({err}); the file is truncated or corrupt; "
-                            f"run `pipeline fit` again") from None
-    if not isinstance(obj, dict):
-        raise PipelineError(f"{path}: not a JSON object; run `pipeline fit` again")
-    bad = [name for name, kind in expected.items()
-           if not isinstance(obj.get(name), kind) or isinstance(obj.get(name), bool)]
-    if bad:
-        raise PipelineError(f"{path}: missing or mistyped field(s) {', '.join(bad)}; run "
-                            f"`pipeline fit` again")
-    return obj
+        except (PipelineError, RuntimeError, ValueError) as err:
+            problem = str(err)
+    raise PipelineError(f"{path}: its fields do not describe a head ({problem}); run "
+                        f"`pipeline fit` again")

@@ -30,7 +30,7 @@ LBFGS_CHUNK = 16384
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """How the heads of one run are trained (ranges checked by training.settings)."""
+    """How the heads of one run are trained (values checked by pipeline.settings)."""
 
     epochs: int = 10
     lr: float = 3e-3

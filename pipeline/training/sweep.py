@@ -16,38 +16,30 @@ from pipeline.training import plots
 from pipeline.training.data import prepare
 from pipeline.training.heads import HeadConfig, mix_weights, predict_heads
 from pipeline.training.loop import TrainOptions, new_trainee, train
-from pipeline.training.settings import check_settings, parse_fit_layers
-from pipeline.training.stream import parse_size
+from pipeline.settings import FitSettings
+from pipeline.training.layers import parse_fit_layers
 from pipeline.training.subword import load_word_features
 
 
-def sweep(cache_dir: str, task: str, out: str | Path, head: str = "linear",
-          layers: str | list[int] | None = None, hidden: int = 512, dropout: float = 0.1,
-          subword: str = "first", epochs: int = 10, lr: float = 3e-3, weight_decay: float = 0.0,
-          schedule: str = "constant", patience: int = 3, batch_size: int = 4096, seed: int = 0,
-          val_fraction: float = 0.1, device: str = "auto", max_memory: str | int | None = None,
-          optimizer: str = "adamw") -> dict:
+def sweep(cache_dir: str, task: str, out: str | Path, **settings) -> dict:
     """Train a `head` on each of `layers` (default, 'all' or 'mix': every cached layer) and on
     the mix of them in lockstep; write sweep.json, layers.png, and per_class.json +
     confusion.png for the best head (by dev word accuracy, or test without a dev split).
-    Returns sweep.json's content."""
-    check_settings(epochs=epochs, lr=lr, batch_size=batch_size, hidden=hidden, dropout=dropout,
-                   weight_decay=weight_decay, patience=patience, val_fraction=val_fraction,
-                   head=head, schedule=schedule, subword=subword, optimizer=optimizer)
-    if optimizer != "adamw":
+    Returns sweep.json's content. `settings` are those of pipeline.settings.FitSettings."""
+    s = FitSettings.build("", **settings)
+    head, subword, hidden, dropout = s.head, s.subword, s.hidden, s.dropout
+    if s.optimizer != "adamw":
         raise PipelineError("sweep trains with --optimizer adamw (lbfgs cannot train its "
                             "layer-mix head); fit single layers to use lbfgs")
-    if max_memory is not None:
-        parse_size(max_memory)
-    options = TrainOptions(epochs, lr, weight_decay, schedule, patience, batch_size, seed,
-                           optimizer, resolve_device(device))
+    options = TrainOptions(s.epochs, s.lr, s.weight_decay, s.schedule, s.patience,
+                           s.batch_size, s.seed, s.optimizer, resolve_device(s.device))
     cache = Cache(cache_dir)
-    layers = parse_fit_layers(None if str(layers) == "mix" else layers, cache.layers)
-    data = prepare(cache, task, val_fraction)
+    layers = parse_fit_layers(None if s.layers.strip() == "mix" else s.layers, cache.layers)
+    data = prepare(cache, task, s.val_fraction)
     features = load_word_features(cache, layers, data.rows(), subword, data.word_ids,
-                                  data.example_ids, max_memory)
+                                  data.example_ids, s.max_memory)
     width = cache.hidden_size
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     trainees = []
     for j, name in enumerate([*map(str, layers), "mix"]):
         mix = name == "mix"
