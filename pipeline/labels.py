@@ -13,9 +13,7 @@ import numpy as np
 
 from pipeline import tasks
 from pipeline.corpus import Corpus, CorpusError, concat, read_corpus
-from pipeline.store import Cache
-
-MAX_LABELS = int(np.iinfo(np.int16).max) + 1  # label indices are stored as int16
+from pipeline.store import MAX_LABELS, Cache
 
 
 def default_task_name(corpus: Corpus) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.corpus import check_text
 from pipeline.embedding import cast_model, drop_blocks_above, embed_examples, load_model, tokenize
 from pipeline.fingerprint import check_head_fits_model, check_head_width
 from pipeline.training import Features, SavedHead, head_logits, load_head, word_features
@@ -31,6 +32,8 @@ class Predictor:
         "label"}]}. A word takes the label of its first subtoken; "" is the empty label.
         """
         head, lm = self.head, self.lm
+        for i, text in enumerate(texts):  # what the tokenizer cannot take is a one-line error
+            check_text(text, f"text {i + 1}" if len(texts) > 1 else "text")
         results = []
         encoded = tokenize(lm.tokenizer, texts, lm.max_length)
         for start in range(0, len(encoded), batch_size):

@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,20 +57,22 @@ def test_crash_mid_run_resumes_to_identical_arrays(tiny_model, small_corpus, tmp
     out = tmp_path / "c"
     written = []
     real_write = CacheWriter.write_shard
+    in_order = threading.Lock()  # the writer threads take shards in turn: no race on `written`
 
     def crash(self, index, data, first_example):
-        if len(written) == crash_after:
-            (out / "shards" / f".shard-{index:05d}.h5.half.tmp").write_bytes(b"\x89HDF half")
-            raise KeyboardInterrupt  # like a kill: no cleanup code of ours runs after it
-        written.append(index)
-        real_write(self, index, data, first_example)
+        with in_order:
+            if index >= crash_after:
+                (out / "shards" / f".shard-{index:05d}.h5.half.tmp").write_bytes(b"\x89HDF half")
+                raise KeyboardInterrupt  # like a kill: no cleanup code of ours runs after it
+            real_write(self, index, data, first_example)
+            written.append(index)
 
     monkeypatch.setattr(CacheWriter, "write_shard", crash)
     with pytest.raises(KeyboardInterrupt):
         embed(str(small_corpus), out, model=tiny_model, shard_tokens=300, progress=False)
     monkeypatch.setattr(CacheWriter, "write_shard", real_write)
     assert not (out / "manifest.json").exists()
-    assert written == list(range(crash_after))
+    assert sorted(written) == list(range(crash_after))
 
     passes, writes = [], []
     real_forward = forward.forward_layers
@@ -102,6 +105,8 @@ def test_sigkilled_embed_resumes(tiny_model, tmp_path, reference, small_corpus):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed, not finished:
+    assert not (out / "manifest.json").exists()  # the kill landed before the manifest
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     embed(str(corpus), tmp_path / "k-ref", model=tiny_model, shard_tokens=1000, max_tokens=256,
           progress=False)

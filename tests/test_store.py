@@ -399,3 +399,35 @@ def test_per_shard_reads_match_the_whole_arrays(cache_dir):
                                           for s in cache.shards]), cache.read("word_ids"))
     assert cache.read_shard_texts(cache.shards[1]) == ["a b", "c d"]
     assert cache.texts() == ["a b", "c d"] * len(SHARD_TOKENS)
+
+
+def rewrite_dataset(path: Path, name: str, values: np.ndarray) -> None:
+    """Replace one dataset of a shard (checksum attribute recomputed, so only the branch
+    under test can object)."""
+    from pipeline.store import DIGEST, array_digest
+    with h5py.File(path, "r+") as f:
+        del f[name]
+        f.create_dataset(name, data=values).attrs[DIGEST] = array_digest(values)
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda p: rewrite_dataset(p, "hidden/0", np.zeros((7, 3), np.float16)),
+     "hidden/0 has shape (7, 3), expected (7, 4)"),
+    (lambda p: rewrite_dataset(p, "word_ids", np.zeros(7, np.int64)),
+     "word_ids has dtype int64, expected int32"),
+    (lambda p: rewrite_dataset(p, "input_ids", np.zeros((7, 1), np.int32)),
+     "input_ids has shape (7, 1), expected (7,)"),
+    (lambda p: h5py.File(p, "r+").__enter__().attrs.__setitem__("first_example", 4),
+     "holds examples 4+2, expected 2+2"),
+])
+def test_shard_problems_name_shape_dtype_and_example_range(cache_dir, change, problem):
+    path = cache_dir / "shards" / "shard-00001.h5"
+    from pipeline.store.integrity import shard_problems
+    manifest = json.loads((cache_dir / "manifest.json").read_text())
+    shard = manifest["shards"][1]
+    check = (path, manifest["fingerprint_id"], shard["first_example"], shard["n_examples"],
+             shard["n_tokens"], [0, 1], 4)
+    assert shard_problems(*check) == []
+    change(path)
+    assert shard_problems(*check) == [problem]
+    assert dict(verify(cache_dir))["shards/shard-00001.h5"]  # verify objects too (size first)

@@ -61,12 +61,14 @@ def embed_report(corpus, out, settings: EmbedSettings, splits=None, force=False)
     lines = [f"{manifest['n_examples']:,} examples, {manifest['n_tokens']:,} tokens in "
              f"{len(manifest['shards'])} shards -> {out}"]
     run = manifest.get("run", {})
+    reused = run.get("reused_shards", 0)
     if run.get("embedded_tokens"):
         lines.append(f"{run['tokens_per_second']:,.0f} real tokens/s over "
                      f"{run['embed_seconds']} s; padding "
-                     f"{1 - run['embedded_tokens'] / max(1, run['padded_tokens']):.1%}")
+                     f"{1 - run['embedded_tokens'] / max(1, run['padded_tokens']):.1%}"
+                     + (f"; {reused} complete shard(s) of an earlier run kept" if reused else ""))
     else:
-        lines.append("every shard was already complete: nothing embedded")
+        lines.append(f"every shard was already complete ({reused} kept): nothing embedded")
     lines.append(f"{stats.get('truncated_examples', 0)} examples truncated, "
                  f"{stats.get('windowed_examples', 0)} windowed ({stats.get('windows', 0)} "
                  f"windows)")
@@ -93,9 +95,11 @@ def fit(cache: Cache | str | Path, out: str | Path, *, settings: FitSettings | N
     chosen = _settings(FitSettings, settings, options)
     task = chosen.task or default_task(cache)
     chosen = with_presets(chosen, task not in COMPUTED, cache.layers)
-    train(str(cache.path), task, str(out), **chosen.model_dump(exclude={"task"}),
-          on_epoch=on_epoch)
-    return Head.load(out, device=chosen.device)
+    metrics = train(str(cache.path), task, str(out), **chosen.model_dump(exclude={"task"}),
+                    on_epoch=on_epoch)
+    head = Head.load(out, device=chosen.device)
+    head.train_seconds = metrics["train"]["seconds"]
+    return head
 
 
 def sweep(cache: Cache | str | Path, out: str | Path, *, settings: FitSettings | None = None,

@@ -18,6 +18,7 @@ class Head:
         self.saved = load_head(self.path)  # checks every file of the head; one-line errors
         self.model_name = model
         self.device = device
+        self.train_seconds: float | None = None  # set by pipeline.fit; never written to disk
         self._predictor = None
 
     @classmethod

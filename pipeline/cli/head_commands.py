@@ -34,8 +34,10 @@ def fit(cache_dir, out, **options):
 
     settings = FitSettings.build("", **pop_settings(FitSettings, options))
     head = api.fit(cache_dir, out=out, settings=settings)
-    click.echo(json.dumps(head.metrics, indent=2))
-    echo_warnings(head.metrics)
+    metrics = head.metrics
+    metrics["train"]["seconds"] = head.train_seconds
+    click.echo(json.dumps(metrics, indent=2))
+    echo_warnings(metrics)
 
 
 @main.command()
@@ -71,13 +73,16 @@ def predict(head_dir, text, model, as_json, tokens, encoding, device):
     Prints one `word<TAB>label` line per word, a blank line between texts.
     """
     from pipeline.api import Head
-    from pipeline.corpus import decode_bytes
+    from pipeline.corpus import check_text, decode_bytes, split_lines
 
     texts = list(text)
+    if not texts and sys.stdin.isatty():  # reading a terminal would wait without a word
+        raise click.UsageError("no text given: pass TEXT arguments or pipe lines on stdin")
     if not texts:
         raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
-        decoded = decode_bytes(raw, "<stdin>", encoding) if isinstance(raw, bytes) else raw
-        texts = [line for line in decoded.splitlines() if line.strip()]
+        decoded = decode_bytes(raw, "<stdin>", encoding) if isinstance(raw, bytes) \
+            else check_text(raw, "<stdin>")
+        texts = [line for line in split_lines(decoded) if line.strip()]
     if not texts:
         raise click.UsageError("no text given (as arguments or on stdin)")
     from pipeline.process import quiet_libraries

@@ -13,11 +13,13 @@ from pathlib import Path
 from pipeline.corpus.columns import (CONLLU_COLUMNS, conllu_column, find_words, join_words,
                                      read_conll, read_conllu)
 from pipeline.corpus.examples import Corpus, CorpusError, Example, concat
-from pipeline.corpus.text import decode_bytes, read_bytes, read_text, split_lines
+from pipeline.corpus.text import (check_codec, check_text, decode_bytes, read_bytes, read_text,
+                                   split_lines)
 
 FORMATS = ("text", "conllu", "conll")
 
-__all__ = ["CONLLU_COLUMNS", "FORMATS", "Corpus", "CorpusError", "Example", "concat",
+__all__ = ["CONLLU_COLUMNS", "FORMATS", "Corpus", "CorpusError", "Example", "check_codec",
+           "check_text", "concat",
            "conllu_column", "decode_bytes", "find_words", "join_words", "read_bytes",
            "read_conll", "read_conllu", "read_corpus", "read_splits", "read_text",
            "split_lines"]

@@ -17,7 +17,7 @@ import conllu
 from conllu.exceptions import ParseException
 from conllu.parser import parse_dict_value, parse_id_value
 
-from pipeline.corpus.examples import Corpus, CorpusError, Example
+from pipeline.corpus.examples import Corpus, CorpusError, Example, check_label_count
 from pipeline.corpus.text import read_lines
 
 CONLLU_COLUMNS = ("ID", "FORM", "LEMMA", "UPOS", "XPOS", "FEATS", "HEAD", "DEPREL", "DEPS", "MISC")
@@ -186,4 +186,4 @@ def labelled_corpus(path: str, format: str, sha256: str, sentences: list[Sentenc
     examples = [Example(i, text, tuple(words), tuple(labels), line, starts)
                 for i, (text, starts, words, labels, line) in enumerate(sentences)]
     stats = {"sentences": len(examples), "words": sum(len(e.words) for e in examples)}
-    return Corpus(path, format, sha256, examples, stats, column)
+    return check_label_count(Corpus(path, format, sha256, examples, stats, column))

@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from pipeline.errors import PipelineError
+from pipeline.store.layout import MAX_LABELS
 
 
 class CorpusError(PipelineError):
@@ -53,5 +54,18 @@ def concat(parts: list[Corpus]) -> Corpus:
         examples.extend(dataclasses.replace(e, index=offset + e.index) for e in part.examples)
     sha = hashlib.sha256("".join(f"{p.sha256}\n" for p in parts).encode()).hexdigest()
     stats = {key: sum(p.stats.get(key, 0) for p in parts) for key in parts[0].stats}
-    return Corpus(",".join(p.path for p in parts), parts[0].format, sha, examples, stats,
-                  parts[0].label_column)
+    return check_label_count(Corpus(",".join(p.path for p in parts), parts[0].format, sha,
+                                    examples, stats, parts[0].label_column))
+
+
+def check_label_count(corpus: Corpus) -> Corpus:
+    """A labelled corpus whose distinct labels fit a task (the store keeps label indices as
+    int16); found when the files are read, before any work."""
+    if not corpus.presplit:
+        return corpus
+    distinct = len({label for e in corpus.examples for label in e.labels})
+    if distinct > MAX_LABELS:
+        raise CorpusError(f"{corpus.path}: {distinct:,} distinct labels in column "
+                          f"{corpus.label_column}, more than the {MAX_LABELS:,} a task can "
+                          f"store; is that the right --column?")
+    return corpus

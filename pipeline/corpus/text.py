@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import re
 from pathlib import Path
 
 from pipeline.corpus.examples import Corpus, CorpusError, Example
@@ -19,25 +20,91 @@ def read_bytes(path: str) -> bytes:
         raise CorpusError(f"{path}: is a directory, expected a corpus file") from None
 
 
+# what no tokenizer gets: NUL (binary data, and HDF5 cannot store it in a string), lone
+# surrogates (half a UTF-16 pair: not encodable as UTF-8, so not passable to the Rust
+# tokenizer) and the Unicode noncharacters (U+FDD0..U+FDEF and U+xFFFE, U+xFFFF of every plane)
+NOT_TEXT = re.compile("[\x00\ud800-\udfff\ufdd0-\ufdef"
+                      + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}"
+                                for plane in range(17)) + "]")
+WIDE_ENCODINGS = ("utf16", "utf32", "u16", "u32")  # where NUL bytes are part of the text
+
+
+def normal_encoding(encoding: str) -> str:
+    return encoding.lower().replace("-", "").replace("_", "")
+
+
+def check_codec(encoding: str, where: str = "--encoding") -> codecs.CodecInfo:
+    """The codec of a text encoding; an unknown name or a bytes-to-bytes codec (base64,
+    rot13, zlib) is a one-line CorpusError."""
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, TypeError, ValueError):
+        raise CorpusError(f"{where}: unknown encoding {encoding!r}; give a text encoding like "
+                          f"utf-8, utf-16 or cp1252") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise CorpusError(f"{where}: {encoding!r} is not a text encoding; give one like utf-8, "
+                          f"utf-16 or cp1252")
+    return info
+
+
+def line_of(text: str, position: int) -> int:
+    """The 1-based line (LF, CRLF or CR endings, as split_lines counts them) of a position."""
+    before = text[:position]
+    return before.count("\n") + before.count("\r") - before.count("\r\n") + 1
+
+
+def check_text(text: str, where: str, first_line: int = 1) -> str:
+    """`text` if a tokenizer can take all of it; else a one-line CorpusError naming `where`,
+    the line (counted from `first_line`) and the character."""
+    bad = NOT_TEXT.search(text)
+    if bad is None:
+        return text
+    char = bad.group()
+    line = line_of(text, bad.start()) + first_line - 1
+    if char == "\x00":
+        what = "a NUL character (U+0000); is this a binary file? expected text"
+    elif "\ud800" <= char <= "\udfff":
+        what = (f"a lone surrogate U+{ord(char):04X} (half of a UTF-16 pair, not text); the "
+                f"file or --encoding is wrong")
+    else:
+        what = f"the noncharacter U+{ord(char):04X}, which is not text"
+    raise CorpusError(f"{where}: line {line}: {what}")
+
+
 def decode_bytes(raw: bytes, path: str, encoding: str = "utf-8") -> str:
-    """Decode a whole file; a byte-order mark is dropped, bad bytes name line and offset."""
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise CorpusError(f"{path}: unknown encoding {encoding!r}") from None
-    if b"\x00" in raw[:8192] and not encoding.lower().replace("-", "").startswith("utf16"):
+    """Decode a whole file; a byte-order mark is dropped, bad bytes name line and offset, and
+    characters no tokenizer takes (check_text) name their line."""
+    check_codec(encoding, f"{path}: --encoding")
+    wide = normal_encoding(encoding).startswith(WIDE_ENCODINGS)
+    if b"\x00" in raw[:8192] and not wide:
         raise CorpusError(f"{path}: looks like a binary file (NUL bytes); expected text")
-    if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig"):
-        encoding = "utf-8-sig"
+    codec = "utf-8-sig" if normal_encoding(encoding) in ("utf8", "utf8sig", "u8") else encoding
     try:
-        return raw.decode(encoding)
+        text = raw.decode(codec)
     except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
+        bad = raw[err.start:max(err.end, err.start + 1)][:4]
+        what = (f"byte 0x{bad[0]:02x} is" if len(bad) == 1
+                else "bytes " + " ".join(f"0x{b:02x}" for b in bad) + " are")
         raise CorpusError(
-            f"{path}: line {line}, byte offset {err.start}: byte 0x{raw[err.start]:02x} "
-            f"is not valid {encoding}; pass --encoding (e.g. --encoding cp1252) if the file "
-            f"uses another encoding"
-        ) from None
+            f"{path}: line {_line_before(raw, err.start, codec)}, byte offset {err.start}: "
+            f"{what} not valid {encoding} ({err.reason}); pass --encoding (e.g. --encoding "
+            f"cp1252) if the file uses another encoding") from None
+    except (UnicodeError, ValueError, TypeError, LookupError) as err:  # e.g. idna's labels
+        raise CorpusError(f"{path}: cannot decode as {encoding} "
+                          f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                          ) from None
+    return check_text(text, path)
+
+
+def _line_before(raw: bytes, end: int, codec: str) -> int:
+    """The line of byte offset `end`, counted in the text decoded before it (in UTF-16 a
+    newline is not one byte 0x0a)."""
+    for cut in range(end, max(-1, end - 4), -1):  # back to a whole character
+        try:
+            return line_of(raw[:cut].decode(codec), cut)
+        except (UnicodeError, ValueError):
+            continue
+    return raw.count(b"\n", 0, end) + 1
 
 
 def split_lines(text: str) -> list[str]:

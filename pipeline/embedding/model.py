@@ -56,25 +56,32 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto",
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     path = resolve_model_path(name)
+    torch_device = resolve_device(device)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True,
                                                   trust_remote_code=trust_remote_code)
         model = AutoModel.from_pretrained(path, config=config, attn_implementation="sdpa",
                                           trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
+        n_hidden_states, hidden_size = config.num_hidden_layers + 1, config.hidden_size
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001  each library (safetensors, tokenizers, torch,
+        # transformers) raises its own types for damaged or missing files: all are the same
+        # user error here, a model directory that does not load
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"cannot load model {name!r}: {first_line}") from None
+        raise ModelError(f"cannot load model {name!r}: {first_line} ({type(err).__name__}); "
+                         f"give a Hugging Face model id or a directory with config.json, "
+                         f"weights and tokenizer files") from None
     if not tokenizer.is_fast:
         raise ModelError(f"model {name!r} has no fast tokenizer; word alignment needs one")
     model.eval().requires_grad_(False)
-    torch_device = resolve_device(device)
     fingerprint = model_fingerprint(name, config.to_dict(), tokenizer.get_vocab(),
                                     model.state_dict())
     positions = getattr(config, "max_position_embeddings", 512)
     max_length = min(positions, tokenizer.model_max_length or positions)
     return LoadedModel(model.to(torch_device), tokenizer, name, fingerprint, max_length,
-                       config.num_hidden_layers + 1, config.hidden_size, torch_device)
+                       n_hidden_states, hidden_size, torch_device)
 
 
 def drop_blocks_above(lm: LoadedModel, last_layer: int) -> None:

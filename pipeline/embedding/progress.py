@@ -9,10 +9,13 @@ from tqdm import tqdm
 
 class TokenProgress:
     """A tqdm bar over examples that also shows real (unpadded) tokens per second; with
-    `enabled` False it draws nothing but still counts."""
+    `enabled` False, or where stderr is no terminal (a log, a pipe: the one-line errors stay
+    one line), it draws nothing but still counts."""
 
     def __init__(self, total: int, enabled: bool):
-        self.bar = tqdm(total=total, unit="ex", desc="embed", disable=not enabled, smoothing=0.1)
+        # tqdm's disable=None: draw only on a terminal
+        self.bar = tqdm(total=total, unit="ex", desc="embed", disable=True if not enabled
+                        else None, smoothing=0.1)
         self.tokens = 0
         self.padded_tokens = 0
         self.started = time.perf_counter()

@@ -110,6 +110,7 @@ def embed(corpus_path: str | None, out: str, *, splits: dict[str, str] | None = 
                 embedded = sum(d["tokens"] for d in done)
                 padded = sum(d["padded_tokens"] for d in done)
                 run = {"embedded_tokens": embedded, "padded_tokens": padded,
+                       "reused_shards": sum(d.get("reused_shards", 0) for d in done),
                        "embed_seconds": round(seconds, 3),
                        "tokens_per_second": round(embedded / max(seconds, 1e-9), 1),
                        "load_seconds": round(load_seconds, 3),

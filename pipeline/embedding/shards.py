@@ -83,20 +83,23 @@ def embed_missing(lm: LoadedModel, plan: ShardPlan, groups: list[list[int]],
                   writer: CacheWriter, layers: list[int], max_tokens: int, dtype: str,
                   show_progress: bool) -> dict:
     """Embed the groups with a shard not complete on disk and write those shards (in a
-    background thread while the next group runs). Returns this process's counts:
-    {"tokens", "padded_tokens", "seconds"}."""
-    bar = TokenProgress(sum(stop - start for start, stop in map(plan.span, groups)),
-                        show_progress)
+    background thread while the next group runs). Which shards are complete is decided
+    first, so the progress bar and the speed count only the examples embedded now. Returns
+    this process's counts: {"tokens", "padded_tokens", "seconds", "reused_shards"}."""
+    todo = []  # (group, its missing shards)
+    for group in groups:
+        missing = [i for i in group if not writer.existing_shard(
+            i, plan.ranges[i][0], plan.ranges[i][1] - plan.ranges[i][0],
+            plan.tokens(*plan.ranges[i]), layers)]
+        if missing:
+            todo.append((group, missing))
+    reused = sum(len(group) for group in groups) - sum(len(missing) for _, missing in todo)
+    bar = TokenProgress(sum(stop - start for start, stop in (plan.span(g) for g, _ in todo)),
+                        show_progress and bool(todo))
     with BackgroundWriter(writer) as background:
-        for group in groups:
-            missing = [i for i in group if not writer.existing_shard(
-                i, plan.ranges[i][0], plan.ranges[i][1] - plan.ranges[i][0],
-                plan.tokens(*plan.ranges[i]), layers)]
-            if not missing:
-                start, stop = plan.span(group)
-                bar.update(stop - start, 0, 0)
-                continue
+        for group, missing in todo:
             shards = embed_group(lm, plan, group, layers, max_tokens, dtype, bar)
             background.write_shards([(i, shards[i], plan.ranges[i][0]) for i in missing])
     bar.close()
-    return {"tokens": bar.tokens, "padded_tokens": bar.padded_tokens, "seconds": bar.seconds}
+    return {"tokens": bar.tokens, "padded_tokens": bar.padded_tokens, "seconds": bar.seconds,
+            "reused_shards": reused}

@@ -17,12 +17,13 @@ The store knows nothing about models or tasks: it moves arrays and checks finger
 """
 
 from pipeline.store.files import (atomic_write, atomic_write_h5, atomic_write_json,
-                                  is_disk_full, read_json, remove_temp_files, sha256_file)
+                                  check_out_dir, is_disk_full, read_json, remove_temp_files,
+                                  sha256_file)
 from pipeline.store.info import info
 from pipeline.store.integrity import array_digest, shard_problems
 from pipeline.store.labels import check_task_name
 from pipeline.store.layout import (DIGEST, FORMAT_VERSION, IGNORE, LABEL_WAIT, LOCK, MANIFEST,
-                                   TOKEN_ARRAYS, VOCAB, CacheError, layer_key)
+                                   MAX_LABELS, TOKEN_ARRAYS, VOCAB, CacheError, layer_key)
 from pipeline.store.lock import CacheLock
 from pipeline.store.manifest import read_manifest, update_manifest
 from pipeline.store.reader import Cache
@@ -31,9 +32,10 @@ from pipeline.store.writer import (BackgroundWriter, CacheWriter, ShardData,
                                    lower_thread_priority)
 
 __all__ = [
-    "DIGEST", "FORMAT_VERSION", "IGNORE", "LABEL_WAIT", "LOCK", "MANIFEST", "TOKEN_ARRAYS",
+    "DIGEST", "FORMAT_VERSION", "IGNORE", "LABEL_WAIT", "LOCK", "MANIFEST", "MAX_LABELS",
+    "TOKEN_ARRAYS",
     "VOCAB", "BackgroundWriter", "Cache", "CacheError", "CacheLock", "CacheWriter", "ShardData",
-    "array_digest", "atomic_write", "atomic_write_h5", "atomic_write_json", "check_task_name",
+    "array_digest", "atomic_write", "atomic_write_h5", "atomic_write_json", "check_out_dir", "check_task_name",
     "info", "is_disk_full", "layer_key", "lower_thread_priority", "read_json", "read_manifest",
     "remove_temp_files", "sha256_file", "shard_problems", "update_manifest", "verify",
 ]

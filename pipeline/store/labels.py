@@ -19,12 +19,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.store.files import atomic_write_h5, sha256_file
-from pipeline.store.layout import IGNORE, LABEL_WAIT, LABELS, CacheError
+from pipeline.store.files import atomic_write_h5, remove_temp_files, sha256_file
+from pipeline.store.layout import IGNORE, LABEL_WAIT, LABELS, MAX_LABELS, CacheError
 from pipeline.store.lock import CacheLock
 from pipeline.store.manifest import TASK_NAME as TASK_NAME_PATTERN, update_manifest
 
 TASK_NAME = re.compile(TASK_NAME_PATTERN)  # a file name part, never a path
+LABEL_FILE = re.compile(rf"{TASK_NAME_PATTERN}\.[0-9a-f]{{12}}\.h5")
 
 
 class LabelProblem(Exception):
@@ -50,6 +51,9 @@ def check_values(task: str, label_names: list[str], per_shard: list[np.ndarray],
     """(shard n_tokens,) int16 labels per shard; wrong lengths or values are a CacheError."""
     if not isinstance(label_names, list) or not all(isinstance(n, str) for n in label_names):
         raise CacheError(f"labels for task {task!r}: label names must be a list of strings")
+    if len(label_names) > MAX_LABELS:
+        raise CacheError(f"labels for task {task!r}: {len(label_names):,} label names, more than "
+                         f"the {MAX_LABELS:,} a task can store")
     checked = []
     for shard, labels in zip(shards, per_shard, strict=True):
         labels = np.asarray(labels)
@@ -97,12 +101,26 @@ def write_labels(cache_dir: str | Path, manifest: dict, task: str, label_names: 
         return current
 
     with CacheLock(cache_dir, wait=LABEL_WAIT) as lock:
+        # every writer of the cache holds this lock: a temp file now is a killed run's
+        remove_temp_files(cache_dir)
+        remove_temp_files(labels_dir(cache_dir))
         atomic_write_h5(path, fill)
         written = update_manifest(cache_dir, point_to_new_file, lock=lock)
-        old = file_name(task, previous)
-        if old is not None and old != name:
-            (labels_dir(cache_dir) / old).unlink(missing_ok=True)
+        prune_label_files(cache_dir, written)  # the previous set, and a killed run's new one
     return written
+
+
+def prune_label_files(cache_dir: str | Path, manifest: dict) -> int:
+    """Under the cache lock: remove the label files (<task>.<digest>.h5) the manifest does not
+    name: sets replaced, dropped, or written by a run killed before it switched the
+    manifest to them."""
+    named = {file_name(task, entry) for task, entry in manifest.get("tasks", {}).items()}
+    removed = 0
+    for path in labels_dir(cache_dir).glob("*.h5"):
+        if path.name not in named and LABEL_FILE.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def read_labels(cache_dir: str | Path, manifest: dict, task: str) -> list[np.ndarray]:

@@ -15,6 +15,8 @@ LABELS = "labels"
 DIGEST = "xxh3_128"
 TOKEN_ARRAYS = ("input_ids", "word_ids", "example_ids", "char_spans")
 IGNORE = -100  # label of a token that is not scored
+LABEL_DTYPE = "int16"  # label indices as stored: a task has at most MAX_LABELS label names
+MAX_LABELS = 32768
 LABEL_WAIT = 60.0  # seconds a label writer waits for the lock before giving up
 
 

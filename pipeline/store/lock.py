@@ -10,6 +10,7 @@ import stat
 import time
 from pathlib import Path
 
+from pipeline.store.files import check_out_dir
 from pipeline.store.layout import LOCK, CacheError
 
 POLL = 0.05  # seconds between tries while waiting for the lock
@@ -25,7 +26,7 @@ class CacheLock:
     """
 
     def __init__(self, cache_dir: str | Path, wait: float = 0.0):
-        self.path = Path(cache_dir) / LOCK
+        self.path = check_out_dir(cache_dir) / LOCK
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = _open_lock_file(self.path)
         deadline = time.monotonic() + wait

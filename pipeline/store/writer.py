@@ -15,7 +15,7 @@ from pipeline.fingerprint import first_difference, fingerprint_id as fingerprint
 from pipeline.store.files import (atomic_write_h5, atomic_write_json, read_json,
                                   remove_temp_files, sha256_file)
 from pipeline.store.integrity import array_digest, shard_problems
-from pipeline.store.labels import kept_tasks
+from pipeline.store.labels import kept_tasks, prune_label_files
 from pipeline.store.layout import (DIGEST, FORMAT_VERSION, LABELS, MANIFEST, SHARDS,
                                    TOKEN_ARRAYS, VOCAB, CacheError, layer_key)
 from pipeline.store.lock import CacheLock
@@ -196,6 +196,7 @@ class CacheWriter:
                 "tasks": kept_tasks(self.cache_dir, old, self.fingerprint_id, shards),
             }
         manifest = update_manifest(self.cache_dir, new_manifest, lock=self.lock, repair=True)
+        prune_label_files(self.cache_dir, manifest)  # label sets that no longer verify
         self.close()  # the cache is complete: label writers may take the lock now
         return manifest
 

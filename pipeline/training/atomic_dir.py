@@ -30,12 +30,7 @@ def write_dir(target: str | Path, files: dict[str, Callable[[Path], None]],
     path inside the temp sibling. An existing target is replaced only when every entry in it
     is one of `replaceable` (the names such a directory holds), so a mistyped target never
     loses other files."""
-    target = check_out_dir(target)
-    if target.exists():
-        foreign = sorted(p.name for p in target.iterdir() if p.name not in replaceable)
-        if foreign:
-            raise PipelineError(f"{target} holds other files ({', '.join(foreign[:3])}); give "
-                                f"an empty or new directory, or the one an earlier run wrote")
+    target = check_target(target, replaceable)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_dirs(target)
@@ -53,6 +48,18 @@ def write_dir(target: str | Path, files: dict[str, Callable[[Path], None]],
         raise
     finally:
         os.close(held)
+
+
+def check_target(target: str | Path, replaceable: set[str]) -> Path:
+    """`target` if write_dir may create or replace it (callers check before any work): not a
+    file, and no entry in it other than `replaceable` names."""
+    target = check_out_dir(target)
+    if target.exists():
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in replaceable)
+        if foreign:
+            raise PipelineError(f"{target} holds other files ({', '.join(foreign[:3])}); give "
+                                f"an empty or new directory, or the one an earlier run wrote")
+    return target
 
 
 def _failed_write(err: BaseException) -> bool:

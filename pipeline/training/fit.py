@@ -17,7 +17,9 @@ from pipeline.store import Cache
 from pipeline.training import plots
 from pipeline.training.data import EvalSplit, TaskData, prepare
 from pipeline.training.features import FeatureSource
-from pipeline.training.heads import HeadConfig, SavedHead, mix_weights, predict_rows
+from pipeline.training.atomic_dir import check_target
+from pipeline.training.heads import (HEAD_DIR_FILES, HeadConfig, SavedHead, mix_weights,
+                                     predict_rows)
 from pipeline.training.loop import TrainOptions, new_trainee, train
 from pipeline.settings import FitSettings
 from pipeline.training.layers import parse_head_layers
@@ -42,6 +44,7 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
     same bytes); the returned ones add them under "train".
     """
     s = FitSettings.build("", **settings)  # every value checked before any work
+    check_target(out, HEAD_DIR_FILES)  # and where the head goes
     head, subword = s.head, s.subword
     options = TrainOptions(s.epochs, s.lr, s.weight_decay, s.schedule, s.patience,
                            s.batch_size, s.seed, s.optimizer, resolve_device(s.device))

@@ -11,7 +11,7 @@ import torch
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.evaluation.metrics import accuracies, macro_f1, per_class, score
-from pipeline.store import Cache, atomic_write, atomic_write_json
+from pipeline.store import Cache, atomic_write, atomic_write_json, check_out_dir
 from pipeline.training import plots
 from pipeline.training.data import prepare
 from pipeline.training.heads import HeadConfig, mix_weights, predict_heads
@@ -27,6 +27,7 @@ def sweep(cache_dir: str, task: str, out: str | Path, **settings) -> dict:
     confusion.png for the best head (by dev word accuracy, or test without a dev split).
     Returns sweep.json's content. `settings` are those of pipeline.settings.FitSettings."""
     s = FitSettings.build("", **settings)
+    out_dir = check_out_dir(out)  # before any work
     head, subword, hidden, dropout = s.head, s.subword, s.hidden, s.dropout
     if s.optimizer != "adamw":
         raise PipelineError("sweep trains with --optimizer adamw (lbfgs cannot train its "
@@ -84,7 +85,6 @@ def sweep(cache_dir: str, task: str, out: str | Path, **settings) -> dict:
         "train": {"n_tokens": int(len(data.train_rows)), "seconds": round(train_seconds, 3),
                   "heads": len(trainees)},
     }
-    out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "sweep.json", result)
     atomic_write_json(out_dir / "per_class.json", result["best"]["per_class"])
