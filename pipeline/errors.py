@@ -75,3 +75,15 @@ def os_error_message(err: OSError) -> str:
     if write_failure_kind(err) is not None:
         return str(write_failure(where or "a file", err, unchanged=None))
     return first_line(err) + (f": {where}" if where else "")
+
+
+def report_file_size_limit() -> None:
+    """For entry points (the CLI, the DVC stages) only, as it is process-wide: a write past
+    the file size limit (ulimit -f) then fails with EFBIG, which every write turns into a
+    one-line error (write_failure), instead of SIGXFSZ killing the process without a word."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    except (AttributeError, ValueError, OSError):  # no such signal here, or not the main thread
+        pass

@@ -11,21 +11,8 @@ import hashlib
 import json
 
 from pipeline.errors import PipelineError
-from pipeline.schema import Int, Optional, Text
 
 MODEL_KEYS = ("config_sha256", "vocab_sha256", "weights_sha256")
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
-
-# what readers of a fingerprint (a cache's, or the one a head keeps) rely on: pipeline.schema
-FINGERPRINT_SPEC = {
-    "model": {"name": Text(pattern=r".+", what="a model name"),
-              **{key: Optional(str) for key in MODEL_KEYS}},
-    "layers": [Int(min=0)],
-    "storage_dtype": Text(choices=("float16",)),
-    "compute_dtype": Text(choices=COMPUTE_DTYPES),
-    "max_length": Optional(Int(min=1)),
-    "corpus": {"sha256": str, "format": str},
-}
 
 
 class FingerprintMismatch(PipelineError):

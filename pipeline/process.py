@@ -19,14 +19,3 @@ def prepare_for_embedding() -> None:
     keep_freed_memory()
     quiet_libraries()
 
-
-def report_file_size_limit() -> None:
-    """A write past the file size limit (ulimit -f) fails with EFBIG, which every write turns
-    into a one-line error (pipeline.errors.write_failure), instead of SIGXFSZ killing the
-    process without a word."""
-    import signal
-
-    try:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    except (AttributeError, ValueError, OSError):  # no such signal here, or not the main thread
-        pass

@@ -1,6 +1,6 @@
 """Every setting of every stage, typed and range-checked, with its default written once.
 
-The click options (pipeline.cli.options), the params.yaml sections (pipeline.stages) and the
+The click options (pipeline.cli.options), the params.yaml sections (pipeline.params) and the
 keyword arguments of the Python API are all built from or checked against these models, so a
 default or a range lives here and nowhere else. Pydantic does the checking: a wrong type, an
 unknown key or an out-of-range value is a SettingsError whose one line names the key.
@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import codecs
 import typing
-from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator,
                       model_validator)
 
@@ -59,6 +57,20 @@ def describe(err: ValidationError, where: str = "") -> str:
     key = f"{key}: " if key else ""
     more = f"; and {len(err.errors()) - 1} more" if len(err.errors()) > 1 else ""
     return f"{where}{key}{message}{got}{more}"
+
+
+def text_codec(encoding: str) -> codecs.CodecInfo:
+    """The codec of a text encoding; ValueError for an unknown name or a bytes-to-bytes
+    codec (base64, rot13, zlib), which would decode a corpus into nonsense."""
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, TypeError, ValueError):
+        raise ValueError(f"unknown encoding {encoding!r}; give a text encoding like utf-8, "
+                         f"utf-16 or cp1252") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise ValueError(f"{encoding!r} is not a text encoding; give one like utf-8, utf-16 "
+                         f"or cp1252")
+    return info
 
 
 def layers_text(value):
@@ -118,12 +130,7 @@ class EmbedSettings(Settings):
     @field_validator("encoding")
     @classmethod
     def _text_codec(cls, value: str) -> str:
-        try:
-            info = codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown encoding {value!r}") from None
-        if not getattr(info, "_is_text_encoding", True):
-            raise ValueError(f"{value!r} is not a text encoding")
+        text_codec(value)
         return value
 
 
@@ -242,59 +249,4 @@ def with_presets(settings: FitSettings, corpus_labels: bool,
               and not (key == "schedule" and settings.optimizer == "lbfgs")}
     return type(settings).build("preset: ", **(settings.given() | preset)) if preset else settings
 
-
-SECTIONS: dict[str, type[Settings]] = {
-    "corpus": CorpusSettings, "embed": EmbedSettings, "fit": FitSettings,
-    "ewt_corpus": SplitCorpusSettings, "ewt_embed": EmbedSettings, "heads": FitSettings,
-}
-
-
-def section_kind(name: str) -> type[Settings]:
-    """The settings model of a params.yaml section; `heads.<name>` entries are FitSettings."""
-    return SECTIONS[name.split(".")[0]]
-
-
-def load_params(path: str | Path = "params.yaml") -> dict:
-    """params.yaml as a mapping, or a one-line SettingsError."""
-    try:
-        params = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: params file not found") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise SettingsError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if params is None:
-        return {}
-    if not isinstance(params, dict):
-        raise SettingsError(f"{path}: must be a mapping of sections")
-    return params
-
-
-def load_section(name: str, path: str | Path = "params.yaml") -> Settings:
-    """One section of params.yaml ('embed', 'heads.ewt_mlp', ...) as its settings model;
-    missing keys take defaults. Every section present is checked, so a typo anywhere fails
-    before any stage starts work."""
-    params = load_params(path)
-    for section, value in params.items():
-        if section not in SECTIONS:
-            raise SettingsError(f"{path}: unknown section {section!r}; known: "
-                                f"{', '.join(SECTIONS)}")
-        entries = value.items() if section == "heads" and isinstance(value, dict) else [(None, value)]
-        for entry, values in entries:
-            where = f"{section}.{entry}" if entry else section
-            if values is not None and not isinstance(values, dict):
-                raise SettingsError(f"{path}: {where} must be a mapping")
-            if section == "heads" and isinstance(values, dict):
-                values = {k: v for k, v in values.items() if k not in HEAD_STAGE_KEYS}
-            SECTIONS[section].build(f"{path}: {where}.", **(values or {}))
-    values = params
-    for part in name.split("."):
-        values = (values or {}).get(part) if isinstance(values, dict) else None
-    if name.startswith("heads.") and values is None:
-        raise SettingsError(f"{path}: no section {name!r}")
-    values = {k: v for k, v in (values or {}).items() if k not in HEAD_STAGE_KEYS}
-    return section_kind(name).build(f"{path}: {name}.", **values)
-
-
-# keys of a `heads` entry that say which cache it reads, not how it trains
-HEAD_STAGE_KEYS = ("cache",)
 

@@ -16,8 +16,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from pipeline.errors import PipelineError, os_error_message
-from pipeline.settings import SettingsError, load_params, load_section
+from pipeline.errors import PipelineError, os_error_message, report_file_size_limit
+from pipeline.params import load_params, load_section
+from pipeline.settings import SettingsError
 from pipeline.store import atomic_write, atomic_write_json, read_json
 
 HEADS_DIR = Path("data/heads")
@@ -116,8 +117,6 @@ STAGES = {"corpus": corpus, "split_corpus": split_corpus, "embed": embed,
 
 
 def main(argv: list[str]) -> None:
-    from pipeline.process import report_file_size_limit
-
     report_file_size_limit()
     if not argv or argv[0] not in STAGES:
         sys.exit(f"Error: give a stage: {', '.join(STAGES)}")

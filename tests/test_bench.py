@@ -66,3 +66,24 @@ def test_quick_gpu_benchmark_runs_on_cpu(small_corpus, tmp_path):
         assert run["tokens_per_second"] > 0 and run["gflop_per_token"] > 0
     one, every = results["runs"][0], results["runs"][2]
     assert every["disk_bytes"] > one["disk_bytes"]  # all layers take more room than one
+
+
+def test_quick_host_benchmark_reports_every_figure(small_corpus, tmp_path):
+    out = tmp_path / "host.json"
+    done = run_bench("host", "--quick", "--corpus", str(small_corpus), "--width", "64",
+                     "--disk-mb", "4", "--json", str(out), "--workdir", str(tmp_path / "w"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results["tokenizer"]["tokens_per_second"] > 0
+    assert results["disk"]["bytes"] == 4 << 20 and results["disk"]["bytes_per_second"] > 0
+    for name, layers in (("1_layer", 1), ("13_layers", 13)):
+        run = results[name]
+        assert run["layers"] == layers and run["tokens"] == results["tokenizer"]["tokens"]
+        assert run["bytes_per_token"] == 2 * 64 * layers + 20
+        assert run["disk_bytes"] >= run["tokens"] * run["bytes_per_token"]
+        assert run["ceiling_tokens_per_second"] == min(
+            results["tokenizer"]["tokens_per_second"], run["disk_bound_tokens_per_second"])
+        assert results[f"host_ceiling_ratio_{name}"] == run["ceiling_ratio"] > 0
+    assert not list((tmp_path / "w").glob("cache-*"))  # the caches and disk test are removed
+    assert not list((tmp_path / "w").glob(".bench-host-*"))
+    assert "whole call / ceiling" in done.stdout

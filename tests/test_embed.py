@@ -62,7 +62,7 @@ def test_embed_writes_shards_that_match_a_direct_forward_pass(tiny_model, small_
     assert manifest["tasks"] == {}  # embed knows no task: fit labels computed tasks itself
 
 
-def test_manifest_records_fingerprint_and_shard_checksums(tiny_model, small_corpus, tmp_path):
+def test_manifest_records_fingerprint_and_shard_sizes(tiny_model, small_corpus, tmp_path):
     manifest = embed(str(small_corpus), tmp_path / "c", model=tiny_model, layers="0,2",
                      shard_tokens=500, progress=False)
     fp = manifest["fingerprint"]
@@ -74,7 +74,7 @@ def test_manifest_records_fingerprint_and_shard_checksums(tiny_model, small_corp
         with h5py.File(path) as f:
             assert set(f["hidden"]) == {"0", "2"}
             assert f["hidden/0"].shape == (shard["n_tokens"], 32)
-        assert len(shard["sha256"]) == 64
+        assert "sha256" not in shard and shard["bytes"] == path.stat().st_size  # format 3
     assert sum(s["n_tokens"] for s in manifest["shards"]) == manifest["n_tokens"]
 
 

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from pipeline import api
 from pipeline.cli import main
-from pipeline.settings import (EmbedSettings, FitSettings, SettingsError, load_section,
+from pipeline.params import load_section
+from pipeline.settings import (EmbedSettings, FitSettings, SettingsError,
                                with_presets)
 
 ROOT = Path(__file__).resolve().parents[1]

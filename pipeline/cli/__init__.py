@@ -11,15 +11,13 @@ import sys
 
 import click
 
-from pipeline.errors import PipelineError, os_error_message
+from pipeline.errors import PipelineError, os_error_message, report_file_size_limit
 
 
 class OneLineErrors(click.Group):
     """Every error, usage errors included, as one line `Error: ...` and exit status 1."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        from pipeline.process import report_file_size_limit
-
         report_file_size_limit()
         try:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)

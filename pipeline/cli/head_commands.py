@@ -76,7 +76,7 @@ def predict(head_dir, text, model, as_json, tokens, encoding, device):
     from pipeline.corpus import check_text, decode_bytes, split_lines
 
     texts = list(text)
-    if not texts and sys.stdin.isatty():  # reading a terminal would wait without a word
+    if not texts and (sys.stdin is None or sys.stdin.isatty()):  # would wait on a terminal
         raise click.UsageError("no text given: pass TEXT arguments or pipe lines on stdin")
     if not texts:
         raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from pipeline.corpus.examples import Corpus, CorpusError, Example
+from pipeline.settings import text_codec
 
 
 def read_bytes(path: str) -> bytes:
@@ -37,14 +38,9 @@ def check_codec(encoding: str, where: str = "--encoding") -> codecs.CodecInfo:
     """The codec of a text encoding; an unknown name or a bytes-to-bytes codec (base64,
     rot13, zlib) is a one-line CorpusError."""
     try:
-        info = codecs.lookup(encoding)
-    except (LookupError, TypeError, ValueError):
-        raise CorpusError(f"{where}: unknown encoding {encoding!r}; give a text encoding like "
-                          f"utf-8, utf-16 or cp1252") from None
-    if not getattr(info, "_is_text_encoding", True):
-        raise CorpusError(f"{where}: {encoding!r} is not a text encoding; give one like utf-8, "
-                          f"utf-16 or cp1252")
-    return info
+        return text_codec(encoding)  # the rule lives with the setting it checks
+    except ValueError as err:
+        raise CorpusError(f"{where}: {err}") from None
 
 
 def line_of(text: str, position: int) -> int:

@@ -36,17 +36,60 @@ def forward_layers(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layer
     return states
 
 
+class HostBuffers:
+    """Reused host memory for the hidden states of groups: two sets, taken in turn, so the
+    writer threads may still read the previous group's states while the next group's are
+    gathered. Safe as long as a group's shards are written before the group after next is
+    taken (BackgroundWriter.write_shards waits for the previous batch of shards first).
+    A set grows to the largest group it has held and is never freed before the run ends;
+    fresh memory per group would be zeroed by the OS page by page. On CUDA the buffers are
+    page-locked, so the copy off the device runs at full speed on a side stream."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sets: list[dict[int, torch.Tensor]] = [{}, {}]
+        self.turn = 0
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def take(self, layers: list[int], n_tokens: int, width: int) -> dict[int, torch.Tensor]:
+        """(n_tokens, width) float16 host tensors, one per layer, from the next set."""
+        held = self.sets[self.turn]
+        self.turn ^= 1
+        for layer in layers:
+            if layer not in held or held[layer].shape[0] < n_tokens or held[layer].shape[1] != width:
+                held[layer] = torch.empty((n_tokens, width), dtype=torch.float16,
+                                          pin_memory=self.device.type == "cuda")
+        return {layer: held[layer][:n_tokens] for layer in layers}
+
+    def copy_off(self, hidden: dict[int, torch.Tensor],
+                 host: dict[int, torch.Tensor]) -> None:
+        """Copy the device's states into the host tensors: on the side stream once the
+        forward passes that made them are done; returns when the copies have landed."""
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):
+            for layer, states in hidden.items():
+                host[layer].copy_(states, non_blocking=True)
+        self.stream.synchronize()
+
+
 def embed_examples(lm: LoadedModel, encoded: list[Encoded], layers: list[int], max_tokens: int,
-                   dtype: str, progress: TokenProgress | None = None) -> dict[int, np.ndarray]:
+                   dtype: str, progress: TokenProgress | None = None,
+                   buffers: HostBuffers | None = None) -> dict[int, np.ndarray]:
     """Hidden states of examples, in their order: layer -> (n_tokens, hidden) float16 numpy,
     n_tokens summed over the examples. Every pass (a whole example or a window of one) is
-    batched longest first under the token budget."""
+    batched longest first under the token budget. With `buffers` the arrays are views of
+    reused host memory (see HostBuffers), valid until the group after next takes it."""
     lengths = [len(e.input_ids) for e in encoded]
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    host = None if buffers is None else buffers.take(layers, int(starts[-1]), lm.hidden_size)
     # gathered where the model runs: on a GPU, reordering there and copying each layer off
-    # once per group beats copying every batch off and reordering on the host
-    hidden = {layer: torch.empty((starts[-1], lm.hidden_size), dtype=torch.float16,
-                                 device=lm.device) for layer in layers}
+    # once per group beats copying every batch off and reordering on the host; on the CPU
+    # straight into the host buffers
+    if host is not None and lm.device.type == "cpu":
+        hidden = dict(host)
+    else:
+        hidden = {layer: torch.empty((starts[-1], lm.hidden_size), dtype=torch.float16,
+                                     device=lm.device) for layer in layers}
     passes = []  # (example, piece, is the example's last piece)
     for i, e in enumerate(encoded):
         pieces = e.passes()
@@ -66,4 +109,11 @@ def embed_examples(lm: LoadedModel, encoded: list[Encoded], layers: list[int], m
                                       else layer_states[torch.from_numpy(keep).to(lm.device)])
         if progress is not None:
             progress.update(sum(passes[k][2] for k in batch), len(keep), ids.numel())
-    return {layer: states.cpu().numpy() for layer, states in hidden.items()}
+    if host is None:
+        return {layer: states.cpu().numpy() for layer, states in hidden.items()}
+    if lm.device.type == "cuda":
+        buffers.copy_off(hidden, host)
+    elif lm.device.type != "cpu":  # another accelerator: a plain copy into the host buffers
+        for layer, states in hidden.items():
+            host[layer].copy_(states)
+    return {layer: states.numpy() for layer, states in host.items()}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.embedding.batching import plan_groups, plan_shards
-from pipeline.embedding.forward import embed_examples
+from pipeline.embedding.forward import HostBuffers, embed_examples
 from pipeline.embedding.model import LoadedModel
 from pipeline.embedding.progress import TokenProgress
 from pipeline.embedding.tokens import Encoded
@@ -64,11 +64,14 @@ def shard_data(encoded: list[Encoded], texts: list[str], first_example: int,
 
 
 def embed_group(lm: LoadedModel, plan: ShardPlan, group: list[int], layers: list[int],
-                max_tokens: int, dtype: str, progress: TokenProgress) -> dict[int, ShardData]:
+                max_tokens: int, dtype: str, progress: TokenProgress,
+                buffers: HostBuffers | None = None) -> dict[int, ShardData]:
     """Run the model over the examples of a group of consecutive shards, batched together, and
-    split the states back into the group's shards: index -> its arrays."""
+    split the states back into the group's shards: index -> its arrays (views of `buffers`
+    when given)."""
     start, stop = plan.span(group)
-    hidden = embed_examples(lm, plan.encoded[start:stop], layers, max_tokens, dtype, progress)
+    hidden = embed_examples(lm, plan.encoded[start:stop], layers, max_tokens, dtype, progress,
+                            buffers)
     token_starts = np.cumsum([0] + plan.lengths[start:stop])
     shards = {}
     for index in group:
@@ -96,9 +99,12 @@ def embed_missing(lm: LoadedModel, plan: ShardPlan, groups: list[list[int]],
     reused = sum(len(group) for group in groups) - sum(len(missing) for _, missing in todo)
     bar = TokenProgress(sum(stop - start for start, stop in (plan.span(g) for g, _ in todo)),
                         show_progress and bool(todo))
+    # the states of a group land in one of two reused host buffers; write_shards waits for the
+    # previous group's writes, so a buffer is free again when its turn comes back
+    buffers = HostBuffers(lm.device)
     with BackgroundWriter(writer) as background:
         for group, missing in todo:
-            shards = embed_group(lm, plan, group, layers, max_tokens, dtype, bar)
+            shards = embed_group(lm, plan, group, layers, max_tokens, dtype, bar, buffers)
             background.write_shards([(i, shards[i], plan.ranges[i][0]) for i in missing])
     bar.close()
     return {"tokens": bar.tokens, "padded_tokens": bar.padded_tokens, "seconds": bar.seconds,

@@ -74,7 +74,8 @@ def atomic_write(path: str | Path, write) -> None:
     """Call `write(tmp_path)`, then sync the temp file and rename it over `path`.
 
     On any failure the temp file is removed and `path` is left as it was; an OSError (a full
-    disk, a failed sync) becomes a one-line CacheError.
+    disk, a failed sync), or another library's error that reports a failed write (HDF5 and
+    safetensors raise RuntimeError and their own types), becomes a one-line CacheError.
     """
     path = Path(path)
     try:
@@ -85,26 +86,48 @@ def atomic_write(path: str | Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
-        _seal(tmp)
+        seal_file(tmp)
         os.replace(tmp, path)
-    except OSError as err:
+    except Exception as err:
         _discard(tmp)
-        raise write_error(path, err) from None
+        if isinstance(err, OSError) or errors.write_failure_kind(err) is not None:
+            raise write_error(path, err) from None
+        raise
     except BaseException:
         _discard(tmp)
         raise
-    _sync_directory(path.parent)
+    sync_directory(path.parent)
+
+
+def _create_h5(path: str) -> h5py.File:
+    """A new HDF5 file whose writes fail where they are made: without HDF5's sieve buffer the
+    values of a dataset go to disk when it is created, so a full disk or a file size limit
+    raises there (and at flush or close), never in a dataset's destructor, where Python can
+    only print it."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_sieve_buf_size(0)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    # no object times (h5py.File's default): equal inputs must give byte-identical files
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    return h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_TRUNC, fapl=fapl,
+                                     fcpl=fcpl))
 
 
 def atomic_write_h5(path: str | Path, fill) -> None:
     """atomic_write of an HDF5 file: `fill(h5py.File)` adds its contents."""
     def write(tmp):
-        f = h5py.File(tmp, "w")
+        f = _create_h5(tmp)
         try:
             fill(f)
             f.flush()  # a failed write raises here; HDF5 may only print one found at close
-        finally:
-            f.close()
+        except BaseException:
+            try:
+                f.close()
+            except Exception:  # the same failure again: the first one is reported
+                pass
+            raise
+        f.close()
     atomic_write(path, write)
 
 
@@ -120,7 +143,7 @@ def atomic_write_json(path: str | Path, obj) -> None:
 def read_json(path: str | Path, kind: type = dict, hint: str = ""):
     """A JSON file whose top level is a `kind` (dict or list); anything else is a one-line
     CacheError naming the file, ending with `hint` (what to do) when given. The fields are
-    the reader's to check: pipeline.schema."""
+    the reader's to check: pipeline.store.schema."""
     after = f"; {hint}" if hint else ""
     try:
         with open(path, "rb") as f:
@@ -162,8 +185,9 @@ def remove_temp_files(directory: str | Path) -> int:
     return removed
 
 
-def _seal(tmp: str) -> None:
-    """Give a finished temp file its final mode and force its bytes to disk."""
+def seal_file(tmp: str | Path) -> None:
+    """Give a finished temp file its final mode (0666 less the umask, whatever mode its
+    writer gave it) and force its bytes to disk."""
     fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -181,7 +205,7 @@ def _discard(tmp: str) -> None:
         pass
 
 
-def _sync_directory(directory: Path) -> None:
+def sync_directory(directory: Path) -> None:
     """Make a rename durable; some file systems cannot sync a directory, which is no error."""
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

@@ -8,7 +8,6 @@ import h5py
 import numpy as np
 import xxhash
 
-from pipeline.store.files import sha256_file
 from pipeline.store.layout import DIGEST, TOKEN_ARRAYS, layer_key
 
 
@@ -33,18 +32,19 @@ def expected_datasets(n_tokens: int, n_examples: int, layers: list[int],
 
 def shard_problems(path: str | Path, fingerprint_id: str, first_example: int, n_examples: int,
                    n_tokens: int, layers: list[int], hidden_size: int | None = None,
-                   sha256: str | None = None, deep: bool = True) -> list[str]:
+                   n_bytes: int | None = None, deep: bool = True) -> list[str]:
     """What is wrong with one shard file, as short phrases; [] when it is intact.
 
-    Always checks the attributes (fingerprint, examples) and every dataset's shape, dtype and
-    checksum attribute. `deep` also compares the file's sha256 with `sha256` when given, and
-    every dataset's values with its checksum.
+    Always checks the file's size against `n_bytes` when given, the attributes (fingerprint,
+    examples) and every dataset's shape, dtype and checksum attribute. `deep` also compares
+    every dataset's values with its checksum (xxh3_128, the only checksum of a shard).
     """
     path = Path(path)
     if not path.exists():
         return ["missing"]
-    if deep and sha256 is not None and sha256_file(path) != sha256:
-        return ["file checksum differs from the manifest (corrupt or replaced)"]
+    if n_bytes is not None and path.stat().st_size != n_bytes:
+        return [f"{path.stat().st_size:,} bytes, the manifest says {n_bytes:,} "
+                f"(truncated or replaced)"]
     try:
         with h5py.File(path, "r") as f:
             problems = _attr_problems(f, fingerprint_id, first_example, n_examples)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pipeline.errors import PipelineError
 
-FORMAT_VERSION = 2  # 2: per-dataset xxh3_128 instead of sha256
+# 2: per-dataset xxh3_128 instead of sha256; 3: no per-shard file sha256 in the manifest
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
 LOCK = ".lock"

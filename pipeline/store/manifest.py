@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from pipeline.fingerprint import FINGERPRINT_SPEC
-from pipeline.schema import Int, MapOf, Optional, Text, checked
+from pipeline.fingerprint import MODEL_KEYS
+from pipeline.store.schema import Int, MapOf, Optional, Text, checked
 from pipeline.store.files import atomic_write_json, read_json
 from pipeline.store.layout import (FORMAT_VERSION, LABEL_WAIT, MANIFEST, SHARDS, CacheError)
 from pipeline.store.lock import CacheLock
@@ -19,11 +19,23 @@ from pipeline.store.lock import CacheLock
 SHARD_NAME = r"shard-\d{5,}\.h5"  # a plain name: the manifest names no other path
 TASK_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # a file name part, never a path
 SHA256 = Text(pattern=r"[0-9a-f]{64}", what="a sha256 hex digest")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
-# every field a reader of the manifest uses, with its type and range (pipeline.schema)
+# what readers of a fingerprint (a cache's, or the copy a head keeps) rely on
+FINGERPRINT_SPEC = {
+    "model": {"name": Text(pattern=r".+", what="a model name"),
+              **{key: Optional(str) for key in MODEL_KEYS}},
+    "layers": [Int(min=0)],
+    "storage_dtype": Text(choices=("float16",)),
+    "compute_dtype": Text(choices=COMPUTE_DTYPES),
+    "max_length": Optional(Int(min=1)),
+    "corpus": {"sha256": str, "format": str},
+}
+
+# every field a reader of the manifest uses, with its type and range (pipeline.store.schema)
 SHARD_SPEC = {"name": Text(pattern=SHARD_NAME, what="a shard file name"),
               "first_example": Int(min=0), "n_examples": Int(min=0), "n_tokens": Int(min=0),
-              "bytes": Int(min=0), "sha256": SHA256}
+              "bytes": Int(min=0)}
 TASK_SPEC = {"label_names": [str], "file": str, "sha256": str,
              "level": Optional(Text(choices=("token", "word"))), "label_all": Optional(bool),
              "source": Optional(str)}
@@ -65,7 +77,8 @@ def check_manifest(manifest: dict, path: Path) -> None:
     version = manifest.get("format_version")
     if version != FORMAT_VERSION or type(version) is not int:
         raise CacheError(f"{path.parent}: cache format {version}, this version reads format "
-                         f"{FORMAT_VERSION}; embed again")
+                         f"{FORMAT_VERSION}; embed again (re-embed into this folder with "
+                         f"--force, or into a new one)")
     checked(manifest, MANIFEST_SPEC, path, CacheError, REWRITE)
 
     def wrong(problem: str):

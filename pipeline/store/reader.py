@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.schema import checked
+from pipeline.store.schema import checked
 from pipeline.store import labels as label_files
 from pipeline.store.files import read_json, sha256_file
 from pipeline.store.integrity import array_digest, shard_problems

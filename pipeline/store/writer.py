@@ -100,7 +100,6 @@ class CacheWriter:
         self.fingerprint_id = fingerprint_hash(fingerprint)
         self.lock = CacheLock(self.cache_dir) if primary else None
         self.temp_files_removed = 0
-        self.file_digests: dict[str, str] = {}  # shard name -> sha256 of the file this run wrote
         self.listed: dict[str, dict] = {}
         try:
             old = _readable_manifest(self.cache_dir)
@@ -109,7 +108,7 @@ class CacheWriter:
                 self.temp_files_removed = sum(remove_temp_files(d) for d in (
                     self.cache_dir, self.cache_dir / SHARDS, self.cache_dir / LABELS))
             if old is not None and old.get("fingerprint") == fingerprint:
-                try:  # the shards a finished run recorded, with their file checksums
+                try:  # the shards a finished run recorded, with their file sizes
                     check_manifest(old, self.cache_dir / MANIFEST)
                     self.listed = {s["name"]: s for s in old["shards"]}
                 except CacheError:  # unusable: every shard is checked on its own instead
@@ -135,6 +134,11 @@ class CacheWriter:
         files are removed (None), and without it a CacheError."""
         if old is None or old.get("fingerprint") == self.fingerprint:
             return old
+        if not force and old.get("format_version") != FORMAT_VERSION:
+            raise CacheError(
+                f"{self.cache_dir} holds a cache of format {old.get('format_version')}, this "
+                f"version writes format {FORMAT_VERSION}; re-embed it with --force, or use "
+                f"another --out")
         if not force:
             raise CacheError(
                 f"{self.cache_dir} holds a cache made from other inputs "
@@ -152,13 +156,13 @@ class CacheWriter:
     def existing_shard(self, index: int, first_example: int, n_examples: int,
                        n_tokens: int, layers: list[int]) -> bool:
         """True when a complete, intact shard for exactly these examples and inputs is on disk:
-        every dataset matches its checksum, and the file the manifest's checksum if listed."""
+        every dataset matches its checksum, and the file has the manifest's size if listed."""
         path = self.shard_path(index)
         listed = self.listed.get(path.name, {})
         same = (listed.get("first_example"), listed.get("n_examples")) == (first_example,
                                                                             n_examples)
         return not shard_problems(path, self.fingerprint_id, first_example, n_examples, n_tokens,
-                                  layers, sha256=listed.get("sha256") if same else None)
+                                  layers, n_bytes=listed.get("bytes") if same else None)
 
     def write_shard(self, index: int, data: ShardData, first_example: int) -> None:
         def fill(f: h5py.File) -> None:
@@ -171,13 +175,11 @@ class CacheWriter:
                 f.create_dataset(name, data=values).attrs[DIGEST] = array_digest(values)
             texts = f.create_dataset("texts", data=data.texts, dtype=h5py.string_dtype())
             texts.attrs[DIGEST] = array_digest(data.texts)
-        path = self.shard_path(index)
-        atomic_write_h5(path, fill)
-        # hashed here, while the file is hot in the page cache and off the main thread
-        self.file_digests[path.name] = sha256_file(path)
+        # each dataset is hashed once, here in the writer thread, as it is written
+        atomic_write_h5(self.shard_path(index), fill)
 
     def finish(self, n_shards: int, vocab: list[str], extra: dict) -> dict:
-        """Checksum every shard, write vocab.json, then manifest.json (last), keeping the label
+        """List every shard (size, counts), write vocab.json, then manifest.json (last), keeping the label
         sets an earlier manifest lists whose files still verify; then release the lock."""
         shards = [self._shard_entry(index) for index in range(n_shards)]
         atomic_write_json(self.cache_dir / VOCAB, vocab)
@@ -212,8 +214,7 @@ class CacheWriter:
             raise CacheError(f"{path}: unreadable after writing "
                              f"({(str(err).splitlines() or ['?'])[0]}); run the command "
                              f"again") from None
-        digest = self.file_digests.get(path.name) or sha256_file(path)
-        return entry | {"bytes": path.stat().st_size, "sha256": digest}
+        return entry | {"bytes": path.stat().st_size}
 
 
 def _readable_manifest(cache_dir: Path) -> dict | None:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import PipelineError, write_failure, write_failure_kind
-from pipeline.store.files import check_out_dir
+from pipeline.store.files import (check_out_dir, current_umask, seal_file,
+                                  sync_directory)
 
 RENAME_EXCHANGE = 2  # linux/fs.h: swap two paths atomically
 AT_FDCWD = -100
@@ -40,6 +41,8 @@ def write_dir(target: str | Path, files: dict[str, Callable[[Path], None]],
     try:
         for name, write in files.items():
             write(tmp / name)
+            seal_file(tmp / name)  # the umask's mode (safetensors makes 0600), and on disk
+        sync_directory(tmp)
         _swap(tmp, target)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -48,6 +51,10 @@ def write_dir(target: str | Path, files: dict[str, Callable[[Path], None]],
         raise
     finally:
         os.close(held)
+    try:  # make the rename durable; the new head is in place whatever this says
+        sync_directory(target.parent)
+    except PipelineError:
+        pass
 
 
 def check_target(target: str | Path, replaceable: set[str]) -> Path:
@@ -73,6 +80,7 @@ def _locked_temp_dir(target: Path) -> tuple[Path, int]:
     returned) before it takes that name, so that no one takes it for a killed run's."""
     new = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".new", dir=target.parent))
     try:
+        os.chmod(new, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the umask decides
         fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         new.rmdir()

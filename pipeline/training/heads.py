@@ -15,10 +15,9 @@ from torch import nn
 
 from pipeline import tasks
 from pipeline.errors import PipelineError
-from pipeline.fingerprint import FINGERPRINT_SPEC
-from pipeline.schema import Int, Number, Optional, Text, checked
+from pipeline.store.schema import Int, Number, Optional, Text, checked
 from pipeline.store import read_json
-from pipeline.store.manifest import TASK_NAME
+from pipeline.store.manifest import FINGERPRINT_SPEC, TASK_NAME
 from pipeline.training.atomic_dir import write_dir
 from pipeline.training.features import FeatureSource
 from pipeline.settings import HEAD_KINDS
@@ -152,7 +151,7 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-# every field of head.json, of lookup.json and of metrics.json a reader uses (pipeline.schema)
+# every field of head.json, lookup.json and metrics.json a reader uses (pipeline.store.schema)
 CONFIG_SPEC = {"kind": Text(choices=HEAD_KINDS), "in_features": Int(min=1),
                "n_labels": Int(min=1), "hidden": Int(min=0), "dropout": Number(min=0, below=1),
                "mix_layers": Int(min=0)}
@@ -197,7 +196,8 @@ def load_head(head_dir: str | Path) -> SavedHead:
 
 
 def read_head_json(path: Path, spec) -> dict:
-    """A JSON object file of a head directory, checked against its spec (pipeline.schema)."""
+    """A JSON object file of a head directory, checked against its spec
+    (pipeline.store.schema)."""
     return checked(read_json(path, hint=REFIT), spec, path, PipelineError, REFIT)
 
 
