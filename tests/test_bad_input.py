@@ -13,7 +13,6 @@ moment, a memory measurement. Caches and heads are built once per module and cop
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil

@@ -1,7 +1,6 @@
 """Labelled corpora (CoNLL-U, CoNLL), train/dev/test caches, labels added later."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ from pipeline.embedding import run as embed_run
 from pipeline import api
 from pipeline.cli import main
 from pipeline.corpus import CorpusError, read_conll, read_conllu
-from pipeline.embedding import embed
 from pipeline.training import fit
 from pipeline.labels import label, write_corpus_labels
 from pipeline.store import Cache
