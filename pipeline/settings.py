@@ -22,6 +22,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # task names become file na
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$"
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 LAYERS_PATTERN = r"^\s*(all|-?\d+(\s*,\s*-?\d+)*)\s*$"
+SEQUENCE_KINDS = ("bilstm", "attention")  # heads that read a whole example's words at once
+ATTENTION_HEADS = 4  # of an attention head's blocks: its width must divide by it
 
 
 class SettingsError(PipelineError):
@@ -141,13 +143,22 @@ class FitSettings(Settings):
     task: Optional[str] = Field(None, pattern=NAME_PATTERN, description=(
         "Task whose labels to learn.  [default: the labels the corpus came with, else "
         "first_letter]"))
-    head: Literal["linear", "mlp"] = Field("linear", description="linear, or mlp: one hidden "
-                                                                 "layer with GELU and dropout.")
+    head: Literal["linear", "mlp", "bilstm", "attention"] = Field("linear", description=(
+        "linear; mlp: one hidden layer with GELU and dropout; bilstm or attention: a sequence "
+        "head over the words of each example (a BiLSTM, or self-attention blocks)."))
     layers: str = Field("all", pattern=r"^\s*(all|mix|-?\d+(\s*,\s*-?\d+)*)\s*$", description=(
         "Cached layer(s) to read: one index, a list to concatenate, 'all', or 'mix' (learned "
         "softmax-weighted mix of every cached layer)."))
-    hidden: int = Field(512, ge=1, le=1 << 16, description="MLP hidden width.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, allow_inf_nan=False, description="MLP dropout.")
+    hidden: int = Field(512, ge=1, le=1 << 16, description=(
+        "MLP hidden width; BiLSTM hidden size per direction; attention model width (a multiple "
+        "of 4, the number of attention heads)."))
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, allow_inf_nan=False,
+                           description="Dropout of mlp, bilstm and attention heads.")
+    depth: int = Field(1, ge=1, le=8, description=(
+        "bilstm: stacked BiLSTM layers; attention: self-attention blocks."))
+    crf: StrictBool = Field(False, description=(
+        "A linear-chain CRF on top of a bilstm or attention head: trained on whole label "
+        "paths, decoded with Viterbi."))
     subword: Literal["first", "mean"] = Field("first", description=(
         "A word's features: its first subtoken's, or the mean over its subtokens."))
     epochs: int = Field(10, ge=1, le=10_000, description=(
@@ -187,6 +198,16 @@ class FitSettings(Settings):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
+    def _sequence_rules(self):
+        """A CRF scores label paths, which only a sequence head produces."""
+        if self.crf and self.head not in SEQUENCE_KINDS:
+            raise ValueError("crf: a CRF needs a sequence head (--head bilstm or attention)")
+        if self.head == "attention" and self.hidden % ATTENTION_HEADS:
+            raise ValueError(f"hidden: an attention head needs a multiple of {ATTENTION_HEADS} "
+                             f"(its attention heads), got {self.hidden}")
+        return self
+
+    @model_validator(mode="after")
     def _lbfgs_rules(self):
         """L-BFGS takes full-batch steps on a convex problem and picks its own step sizes."""
         if self.optimizer == "lbfgs" and (self.head != "linear" or self.layers.strip() == "mix"):
@@ -197,7 +218,7 @@ class FitSettings(Settings):
         return self
 
 
-HEAD_KINDS = typing.get_args(FitSettings.model_fields["head"].annotation)  # ("linear", "mlp")
+HEAD_KINDS = typing.get_args(FitSettings.model_fields["head"].annotation)  # ("linear", "mlp", ...)
 
 
 class CorpusSettings(Settings):
@@ -220,13 +241,26 @@ class SplitCorpusSettings(Settings):
     test: str = "data/ud-english-ewt/en_ewt-ud-test.conllu"
 
 
+# sequence heads on any task: every cached layer through the head's own projection, a few
+# epochs (each reads the whole training set as examples) of batches of ~2048 words
+SEQUENCE_PRESETS = {
+    "bilstm": {"hidden": 128, "depth": 1, "dropout": 0.2, "epochs": 4, "lr": 3e-3,
+               "schedule": "cosine", "batch_size": 2048},
+    "attention": {"hidden": 128, "depth": 2, "dropout": 0.1, "epochs": 4, "lr": 1e-3,
+                  "schedule": "cosine", "batch_size": 2048},
+}
+
+
 def presets(head: str, corpus_labels: bool, cached_layers: list[int]) -> dict:
     """The best measured settings for a kind of task and head, used for values not given.
 
     Word labels from an annotated corpus (UPOS, NER, ...) need context: mean-pooled words
     and a cosine schedule; an MLP does best on the lower two thirds of the layers. Tasks
     computed from the word form (first_letter) need none: an MLP reads the embedding layer.
+    Sequence heads read every layer, a few epochs of small batches of examples.
     """
+    if head in SEQUENCE_KINDS:
+        return SEQUENCE_PRESETS[head] | ({"subword": "mean"} if corpus_labels else {})
     if corpus_labels and head == "linear":
         return {"subword": "mean", "epochs": 12, "schedule": "cosine"}
     if corpus_labels:

@@ -29,9 +29,13 @@ def test_predict_prints_one_word_per_line(runner, trained):
     _, head = trained
     result = runner.invoke(main, ["predict", str(head), "The quick brown fox jumped over the lazy dog"])
     assert result.exit_code == 0, result.output
+    text = "The quick brown fox jumped over the lazy dog"
     lines = [line.split("\t") for line in result.output.splitlines()]
-    assert [w for w, _ in lines] == "The quick brown fox jumped over the lazy dog".split()
-    assert sum(label == word[0].lower() for word, label in lines) >= 7
+    assert [w for w, *_ in lines] == text.split()
+    assert sum(label == word[0].lower() for word, label, *_ in lines) >= 7
+    # word, label, probability, start, end: the offsets slice the word out of the text
+    assert all(text[int(start):int(end)] == word and 0 < float(p) <= 1
+               for word, _, p, start, end in lines)
 
 
 def test_predict_reads_stdin_and_writes_json(runner, trained):
@@ -41,7 +45,8 @@ def test_predict_reads_stdin_and_writes_json(runner, trained):
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.output.splitlines()]
     assert [r["text"] for r in records] == ["Call me Ishmael.", "the sea"]
-    assert records[0]["tokens"][0] == {"token": "[CLS]", "label": ""}
+    assert records[0]["tokens"][0] == {"token": "[CLS]", "start": 0, "end": 0, "label": None,
+                                       "probability": None}
     assert [w["word"] for w in records[0]["words"]] == ["Call", "me", "Ishmael", "."]
 
 

@@ -63,7 +63,9 @@ def workdir(tmp_path_factory, tiny_model):
                        "dev": "data/ewt/dev.conllu", "test": "data/ewt/test.conllu"},
         "ewt_embed": {"model": tiny_model, "format": "conllu"},
         "heads": {"moby": {"cache": "data/cache", "epochs": 1},
-                  "ewt": {"cache": "data/ewt-cache", "task": "upos", "epochs": 1}},
+                  "ewt": {"cache": "data/ewt-cache", "task": "upos", "epochs": 1},
+                  "ewt_bilstm": {"cache": "data/ewt-cache", "task": "upos", "head": "bilstm",
+                                 "crf": True, "epochs": 1}},
     }))
     return work
 
@@ -81,7 +83,7 @@ def test_embed_and_fit_stages_depend_on_what_they_import(workdir):
     assert not any("training" in m.parts for m in modules)  # deps stay exact: no head code
     modules = run_stage(workdir, "embed_splits", "data/ewt-cache", "ewt_embed", "ewt_corpus")
     assert_covered(modules, stage_deps("ewt_embed"), "ewt_embed")
-    for head in ("moby", "ewt"):
+    for head in ("moby", "ewt", "ewt_bilstm"):
         modules = run_stage(workdir, "fit", head)
         assert_covered(modules, stage_deps("fit"), f"fit@{head}")
         assert not any(m.parent.name == "embedding" for m in modules)  # training never loads it
@@ -92,4 +94,4 @@ def test_fit_stages_are_one_foreach_over_params_heads():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["fit"]["foreach"] == "${heads}"
     heads = yaml.safe_load((ROOT / "params.yaml").read_text())["heads"]
-    assert {"moby_linear", "moby_mlp", "ewt_linear", "ewt_mlp"} <= set(heads)
+    assert {"moby_linear", "moby_mlp", "ewt_linear", "ewt_mlp", "ewt_bilstm"} <= set(heads)

@@ -32,9 +32,10 @@ def test_every_setting_is_an_option_of_its_command():
 
 def test_the_repository_params_yaml_is_valid():
     for section in ("corpus", "embed", "ewt_corpus", "ewt_embed", "heads.moby_linear",
-                    "heads.ewt_mlp"):
+                    "heads.ewt_mlp", "heads.ewt_bilstm"):
         load_section(section, ROOT / "params.yaml")
     assert load_section("heads.ewt_mlp", ROOT / "params.yaml").head == "mlp"
+    assert load_section("heads.ewt_bilstm", ROOT / "params.yaml").head == "bilstm"
 
 
 def test_settings_round_trip_cli_params_and_api(tmp_path, monkeypatch):
@@ -104,3 +105,5 @@ def test_presets_fill_only_what_was_not_given():
     assert resolved.lr == 0.5 and resolved.subword == "mean" and resolved.layers == "1,2,3,4"
     assert with_presets(FitSettings.build(head="mlp"), False, [0, 1, 2]).layers == "0"
     assert with_presets(FitSettings.build(), False, [0, 1, 2]) == FitSettings.build()
+    bilstm = with_presets(FitSettings.build(head="bilstm", epochs=2), True, list(range(7)))
+    assert (bilstm.epochs, bilstm.subword, bilstm.layers, bilstm.depth) == (2, "mean", "all", 1)

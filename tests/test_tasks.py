@@ -23,14 +23,14 @@ def view() -> TokenView:
                      first_subtokens(WORD_IDS, example_ids))
 
 
-def test_first_letter_labels_every_letter_and_zero_elsewhere():
+def test_first_letter_labels_every_letter_zero_elsewhere_and_never_a_special():
     labels = get_task("first_letter").labels_for(view(), False)
-    assert labels.tolist() == [0, 20, 23, 0, 0, 0, 26, 24, 25, 23, 0]
+    assert labels.tolist() == [IGNORE, 20, 23, 0, 0, 0, 26, 24, 25, 23, IGNORE]
 
 
 def test_first_letter_has_all_26_letters():
     names = TASKS["first_letter"].label_names
-    assert names[0] == "" and names[1:] == list("abcdefghijklmnopqrstuvwxyz")
+    assert names[0] == "-" and names[1:] == list("abcdefghijklmnopqrstuvwxyz")
 
 
 def test_word_mask_counts_tokens_with_a_letter_label():

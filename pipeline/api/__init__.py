@@ -17,7 +17,8 @@ from typing import Callable
 
 from pipeline.api.cache import Cache, WordFeatures
 from pipeline.api.head import Head
-from pipeline.settings import EmbedSettings, FitSettings, with_presets
+from pipeline.errors import PipelineError
+from pipeline.settings import EmbedSettings, FitSettings, SettingsError, with_presets
 
 
 def _settings(kind, settings, options: dict):
@@ -133,4 +134,4 @@ def verify(cache: Cache | str | Path) -> list[tuple[str, list[str]]]:
 
 
 __all__ = ["Cache", "Head", "WordFeatures", "embed", "fit", "sweep", "label", "verify",
-           "EmbedSettings", "FitSettings"]
+           "EmbedSettings", "FitSettings", "PipelineError", "SettingsError"]

@@ -49,14 +49,20 @@ class Head:
         """metrics.json as fit wrote it: held-out accuracies beside the baselines."""
         return read_json(self.path / "metrics.json")
 
-    def predict(self, texts: str | list[str]) -> list[dict]:
-        """Per-word labels of each text: [{"text", "words": [{"word", "label", ...}],
-        "tokens": [...]}]. The transformer is loaded on the first call and kept."""
+    def predict(self, texts: str | list[str], top_k: int = 3) -> list[dict]:
+        """Per text: {"text", "words": [{"word", "start", "end", "label", "probability",
+        "top": [{"label", "probability"}] * top_k}], "tokens": [{"token", "start", "end",
+        "label", "probability"}]}; text[start:end] is the word, special tokens have label
+        None. The transformer is loaded on the first call and kept."""
+        from pipeline.errors import PipelineError
         from pipeline.predict import Predictor
 
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise PipelineError(f"top_k must be a whole number >= 1, got {top_k!r}")
         if self._predictor is None:
             self._predictor = Predictor(self.saved, model=self.model_name, device=self.device)
-        return self._predictor.predict([texts] if isinstance(texts, str) else list(texts))
+        return self._predictor.predict([texts] if isinstance(texts, str) else list(texts),
+                                       top_k=top_k)
 
     def evaluate(self, cache, split: str | None = None) -> dict:
         """Metrics of this head on a cache of the same model (which is never written): by

@@ -61,16 +61,21 @@ def sweep(cache_dir, out, **options):
 @click.argument("text", nargs=-1)
 @click.option("--model", default=None,
               help="Load the model from here instead of the name the head records.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per input text.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per input text, with each word's top-k labels.")
+@click.option("--top-k", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Alternatives per word in --json output.")
 @click.option("--tokens", is_flag=True, help="Show subtokens with their labels instead of words.")
 @click.option("--encoding", default="utf-8", show_default=True,
               help="Encoding of texts read from stdin.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @user_errors
-def predict(head_dir, text, model, as_json, tokens, encoding, device):
+def predict(head_dir, text, model, as_json, top_k, tokens, encoding, device):
     """Label each word of TEXT (or of each line of stdin) with a trained head.
 
-    Prints one `word<TAB>label` line per word, a blank line between texts.
+    Prints one `word<TAB>label<TAB>probability<TAB>start<TAB>end` line per word (start and
+    end: character offsets in the text), a blank line between texts. Special tokens
+    (--tokens) have no label.
     """
     from pipeline.api import Head
     from pipeline.corpus import check_text, decode_bytes, split_lines
@@ -89,14 +94,16 @@ def predict(head_dir, text, model, as_json, tokens, encoding, device):
 
     quiet_libraries()
     head = Head.load(head_dir, model=model, device=device)
-    for i, result in enumerate(head.predict(texts)):
+    for i, result in enumerate(head.predict(texts, top_k=top_k)):
         if as_json:
             click.echo(json.dumps(result if tokens else {k: result[k] for k in ("text", "words")}))
             continue
         if i:
             click.echo()
         for item in result["tokens"] if tokens else result["words"]:
-            click.echo(f"{item['token'] if tokens else item['word']}\t{item['label']}")
+            probability = "" if item["probability"] is None else f"{item['probability']:.4f}"
+            click.echo(f"{item['token'] if tokens else item['word']}\t{item['label'] or ''}\t"
+                       f"{probability}\t{item['start']}\t{item['end']}")
 
 
 @main.command()

@@ -13,7 +13,10 @@ from pipeline.evaluation.metrics import (below_lookup_warnings, lookup_by_name, 
 from pipeline.fingerprint import check_head_fits_cache, check_head_width
 from pipeline.store import Cache, CacheError
 from pipeline.training.rows import example_rows, row_types, task_labels
-from pipeline.training.heads import SavedHead, load_head, predict_rows
+from pipeline.evaluation.spans import span_metrics
+from pipeline.training.decode import decode_words
+from pipeline.training.examples import Sequences
+from pipeline.training.heads import SavedHead, is_sequence, load_head
 from pipeline.training.subword import load_word_features
 
 
@@ -24,6 +27,8 @@ def evaluate(head_dir: str, cache_dir: str, device: str = "auto",
     By default a cache embedded with splits is scored on its held-out split (test, else
     dev), any other cache on all its examples; `split` names a split or 'all'. Baselines:
     the training set's majority label and its no-context lookup table, saved with the head.
+    A sequence head reads each example's words whole and is scored on words (a subtoken
+    task's continuation pieces are left out, as in fit); a BIO task adds span scores.
     """
     head = load_head(head_dir)
     cache = Cache(cache_dir)
@@ -37,12 +42,21 @@ def evaluate(head_dir: str, cache_dir: str, device: str = "auto",
     word_ids, example_ids = cache.read("word_ids"), cache.read("example_ids")
     name, n_examples, rows_all = choose_split(cache, split, example_ids)
     rows = scored_rows(labels, word_ids, rows_all)
-    features = load_word_features(cache, head.layers, rows, head.subword, word_ids, example_ids)
-    y_pred = predict_rows(head.module, features, rows, resolve_device(device))
+    first = tasks.first_subtokens(word_ids, example_ids)
+    if is_sequence(head.config):  # it reads whole examples of words and labels words only
+        rows = rows[first[rows]]
+        read = Sequences.words_of(rows, word_ids, example_ids).rows
+    else:
+        read = rows
+    features = load_word_features(cache, head.layers, read, head.subword, word_ids, example_ids)
+    y_read, _ = decode_words(head, features, read, example_ids[read], resolve_device(device))
+    y_pred = y_read[np.searchsorted(read, rows)]
     y_true = labels[rows]
-    words = task.word_mask(y_true, tasks.first_subtokens(word_ids, example_ids)[rows])
+    words = task.word_mask(y_true, first[rows])
     metrics = score(y_true, y_pred, words, n_examples,
                     baselines(head, cache, task.level, word_ids, example_ids, rows))
+    if spans := span_metrics(label_names, y_true, y_pred, example_ids[rows]):
+        metrics["spans"] = spans
     metrics["split"] = name
     if warnings := below_lookup_warnings(metrics):
         metrics["warnings"] = warnings

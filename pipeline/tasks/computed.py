@@ -10,7 +10,7 @@ import numpy as np
 from pipeline.tasks.registry import IGNORE, Task, TokenView, register
 
 LETTERS = string.ascii_lowercase  # all 26: the reference alphabet stopped at 'v'
-NO_LETTER = ""  # first_letter's class of tokens that start with no letter a-z (shown as '')
+NO_LETTER = "-"  # first_letter's class of tokens that start with no letter a-z: ##pieces, digits
 LENGTH_BUCKETS = ("1", "2", "3", "4-5", "6-8", "9+")
 
 
@@ -25,11 +25,12 @@ def word_labels(view: TokenView, per_word: list[int | None], label_all: bool) ->
 
 
 def _first_letter_labels(view: TokenView, label_all: bool = False) -> np.ndarray:
-    """1..26 for a token starting with a..z (any case), 0 otherwise: ##pieces, specials, digits."""
+    """1..26 for a token starting with a..z (any case), 0 otherwise (##pieces, digits,
+    punctuation); special tokens get no label (IGNORE)."""
     letter_of = {c: i + 1 for i, c in enumerate(LETTERS)}
     labels = np.array([letter_of.get(token[:1].lower(), 0) for token in view.tokens],
                       dtype=np.int16)
-    labels[view.special] = 0
+    labels[view.special] = IGNORE
     return labels
 
 
@@ -66,8 +67,8 @@ def _word_length_labels(view: TokenView, label_all: bool) -> np.ndarray:
 register(Task(
     name="first_letter",
     label_names=[NO_LETTER] + list(LETTERS),
-    description="first letter a-z of each subtoken; '' for ## pieces, punctuation, digits, "
-                "specials",
+    description="first letter a-z of each subtoken; '-' for ## pieces, punctuation and "
+                "digits (special tokens are not labelled)",
     level="token",
     labels_for=_first_letter_labels,
     word_rows=lambda labels: labels > 0,

@@ -106,8 +106,8 @@ def prepare(cache: Cache, task_name: str, val_fraction: float = 0.1) -> TaskData
     word_ids, example_ids = cache.read("word_ids"), cache.read("example_ids")
     first = tasks.first_subtokens(word_ids, example_ids)
     train_all, dev, (test_name, test_all) = split_examples(cache, example_ids, val_fraction)
-    # special tokens train too where the task labels them (first_letter: ''), so that
-    # predict gives them that label; metrics and baselines skip them
+    # only labelled rows train (IGNORE: special tokens, and the continuation pieces of
+    # word-level tasks); metrics and baselines also skip special tokens
     train_rows = train_all[labels[train_all] != tasks.IGNORE]
     scored_train = scored_rows(labels, word_ids, train_all)
     if not len(scored_train):

@@ -13,6 +13,7 @@ import torch
 from pipeline import tasks
 from pipeline.devices import resolve_device
 from pipeline.evaluation.metrics import accuracies, below_lookup_warnings, score
+from pipeline.evaluation.spans import span_metrics
 from pipeline.store import Cache
 from pipeline.training import plots
 from pipeline.training.data import EvalSplit, TaskData, prepare
@@ -21,7 +22,9 @@ from pipeline.training.atomic_dir import check_target
 from pipeline.training.heads import (HEAD_DIR_FILES, HeadConfig, SavedHead, mix_weights,
                                      predict_rows)
 from pipeline.training.loop import TrainOptions, new_trainee, train
-from pipeline.settings import FitSettings
+from pipeline.training.sequence_fit import SequenceSplits, probe_trainee, sequence_splits
+from pipeline.training.sequence_loop import decode_sequences
+from pipeline.settings import SEQUENCE_KINDS, FitSettings
 from pipeline.training.layers import parse_head_layers
 from pipeline.training.subword import load_word_features
 
@@ -51,27 +54,42 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
     cache = Cache(cache_dir)
     layer_list, mix = parse_head_layers(s.layers, cache.layers)
     data = prepare(cache, task, s.val_fraction)
-    features = load_word_features(cache, layer_list, data.rows(), subword, data.word_ids,
-                                  data.example_ids, s.max_memory)
+    sequence = head in SEQUENCE_KINDS
+    seq = sequence_splits(data) if sequence else None
+    features = load_word_features(cache, layer_list, seq.rows() if seq else data.rows(), subword,
+                                  data.word_ids, data.example_ids, s.max_memory)
     config = HeadConfig(head, features.in_features, len(data.label_names),
-                        hidden=s.hidden if head == "mlp" else 0,
-                        dropout=s.dropout if head == "mlp" else 0.0,
-                        mix_layers=len(layer_list) if mix else 0)
+                        hidden=s.hidden if head != "linear" else 0,
+                        dropout=s.dropout if head != "linear" else 0.0,
+                        mix_layers=len(layer_list) if mix else 0,
+                        depth=s.depth if sequence else 0, crf=s.crf)
     torch.manual_seed(s.seed)
     trainee = new_trainee("head", config, options)
+    trainees = [trainee, probe_trainee(config, options)] if seq else [trainee]
+    monitor, test = (seq.monitor, seq.test) if seq else (data.dev or data.test, data.test)
     started = time.perf_counter()
-    train([trainee], features, data.labels, data.train_rows, data.dev or data.test,
-          data.dev is not None, options,
-          on_epoch=None if on_epoch is None else lambda _, record: on_epoch(record))
+    train(trainees, features, data.labels, data.train_rows, monitor, data.dev is not None,
+          options, on_epoch=None if on_epoch is None else
+          lambda t, record: on_epoch(record) if t is trainee else None,
+          sequences=(seq.train, seq.monitor_seqs) if seq else None)
     train_seconds = time.perf_counter() - started
     history, best_epoch = trainee.history, trainee.best_epoch
 
-    y_pred = predict_rows(trainee.module, features, data.test.rows, options.device)
-    metrics = score(data.test.y, y_pred, data.test.words, data.test.n_examples,
-                    data.baselines(data.test))
+    y_preds = predict_split(trainees, features, test, seq, options.device)
+    baselines = data.baselines(test)
+    if seq:
+        baselines["linear_probe"] = (y_preds[1], {"best_epoch": trainees[1].best_epoch,
+                                                  "epochs": len(trainees[1].history)})
+    metrics = score(test.y, y_preds[0], test.words, test.n_examples, baselines)
+    if spans := span_metrics(data.label_names, test.y, y_preds[0], data.example_ids[test.rows],
+                             {"linear_probe": y_preds[1]} if seq else {}):
+        metrics["spans"] = spans
     metrics["split"] = data.test.name
     metrics["unknown"] = data.test.unknown
     metrics["head"] = {"kind": head, "layers": "mix" if mix else layer_list, "subword": subword}
+    if sequence:
+        metrics["head"] |= {"hidden": s.hidden, "depth": s.depth, "crf": s.crf,
+                            "rows": "words"}
     if mix:
         metrics["head"]["mix_weights"] = dict(zip(map(str, layer_list),
                                                   mix_weights(trainee.module)))
@@ -81,7 +99,8 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
     metrics["train"] = {"n_tokens": int(len(data.train_rows)), "epochs": len(history),
                         "feature_bytes": features.nbytes}
     if s.selectivity:
-        metrics["selectivity"] = control_selectivity(data, config, features, metrics, options)
+        metrics["selectivity"] = control_selectivity(data, config, features, metrics, options,
+                                                     seq)
     if warnings := below_lookup_warnings(metrics):
         metrics["warnings"] = warnings
 
@@ -99,22 +118,34 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
     return metrics | {"train": metrics["train"] | timing}
 
 
+def predict_split(trainees: list, features: FeatureSource, split: EvalSplit,
+                  seq: SequenceSplits | None, device: torch.device) -> list:
+    """Each trainee's (n,) labels of the split's rows: row by row, or example by example."""
+    if seq is None:
+        return [predict_rows(t.module, features, split.rows, device) for t in trainees]
+    preds, _, _ = decode_sequences([(t.module, t.columns) for t in trainees], features,
+                                   seq.test_seqs, device)
+    return [p[seq.test_seqs.positions(split.rows)] for p in preds]
+
+
 def control_selectivity(data: TaskData, config: HeadConfig, features: FeatureSource,
-                        metrics: dict, options: TrainOptions) -> dict:
+                        metrics: dict, options: TrainOptions,
+                        seq: SequenceSplits | None = None) -> dict:
     """Train the same head on the control task (Hewitt & Liang, 2019: each type a fixed random
     label) and report selectivity = task word accuracy - control word accuracy on test."""
     control = tasks.control_labels(data.keys, data.labels.numpy(), data.train_rows,
                                    seed=options.seed)
-    watched = data.dev or data.test
+    watched = seq.monitor if seq else data.dev or data.test
     monitor = EvalSplit("control", watched.rows, control[watched.rows], watched.words,
                         watched.n_examples, {})
     torch.manual_seed(options.seed)
     trainee = new_trainee("control", config, options)
     train([trainee], features, torch.from_numpy(control), data.train_rows, monitor,
-          data.dev is not None, options)
-    test = data.test
+          data.dev is not None, options,
+          sequences=(seq.train, seq.monitor_seqs) if seq else None)
+    test = seq.test if seq else data.test
     y_control = control[test.rows]
-    y_pred = predict_rows(trainee.module, features, test.rows, options.device)
+    y_pred = predict_split([trainee], features, test, seq, options.device)[0]
     control_accuracy = accuracies(y_control, y_pred, test.words)
     return {"control_word_accuracy": round(control_accuracy["word_accuracy"], 6),
             "control_token_accuracy": round(control_accuracy["token_accuracy"], 6),

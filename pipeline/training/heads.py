@@ -20,7 +20,8 @@ from pipeline.store import read_json
 from pipeline.store.manifest import FINGERPRINT_SPEC, TASK_NAME
 from pipeline.training.atomic_dir import write_dir
 from pipeline.training.features import FeatureSource
-from pipeline.settings import HEAD_KINDS
+from pipeline.training.sequence import SequenceTagger
+from pipeline.settings import HEAD_KINDS, SEQUENCE_KINDS
 from pipeline.training.subword import SUBWORD_MODES
 
 REQUIRED_FILES = ("head.safetensors", "head.json", "lookup.json", "metrics.json")
@@ -35,9 +36,16 @@ class HeadConfig:
     kind: str
     in_features: int
     n_labels: int
-    hidden: int = 0  # MLP width
+    hidden: int = 0  # MLP width; BiLSTM size per direction; attention width
     dropout: float = 0.0  # MLP dropout, on the input and on the hidden layer
     mix_layers: int = 0
+    depth: int = 0  # sequence heads: BiLSTM layers or attention blocks (0: a row head)
+    crf: bool = False  # sequence heads: a CRF over the label path
+
+
+def is_sequence(config: HeadConfig) -> bool:
+    """Whether the head reads whole examples (training.sequence) rather than single rows."""
+    return config.kind in SEQUENCE_KINDS
 
 
 class ScalarMix(nn.Module):
@@ -59,6 +67,9 @@ def build_head(config: HeadConfig) -> nn.Module:
     if config.kind not in HEAD_KINDS:
         raise PipelineError(f"unknown head {config.kind!r}; choose one of {', '.join(HEAD_KINDS)}")
     width = config.in_features // config.mix_layers if config.mix_layers else config.in_features
+    if is_sequence(config):
+        return SequenceTagger(config, ScalarMix(config.mix_layers) if config.mix_layers else None,
+                              width)
     if config.kind == "linear":
         body = nn.Linear(width, config.n_labels)
     else:
@@ -80,8 +91,10 @@ def head_logits(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def mix_weights(module: nn.Module) -> list[float] | None:
     """The softmax layer weights of a mix head, in layer order; None for other heads."""
-    if isinstance(module, nn.Sequential) and isinstance(module[0], ScalarMix):
-        return [round(w, 6) for w in module[0].weights.detach().softmax(0).tolist()]
+    mix = (module.mix if isinstance(module, SequenceTagger)
+           else module[0] if isinstance(module, nn.Sequential) else None)
+    if isinstance(mix, ScalarMix):
+        return [round(w, 6) for w in mix.weights.detach().softmax(0).tolist()]
     return None
 
 
@@ -151,10 +164,11 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-# every field of head.json, lookup.json and metrics.json a reader uses (pipeline.store.schema)
+# every field of head.json, lookup.json and metrics.json a reader uses (pipeline.store.schema);
+# heads written before sequence heads existed have no depth and crf: they are row heads
 CONFIG_SPEC = {"kind": Text(choices=HEAD_KINDS), "in_features": Int(min=1),
                "n_labels": Int(min=1), "hidden": Int(min=0), "dropout": Number(min=0, below=1),
-               "mix_layers": Int(min=0)}
+               "mix_layers": Int(min=0), "depth": Optional(Int(min=0)), "crf": Optional(bool)}
 META_SPEC = {"head": CONFIG_SPEC, "task": Text(pattern=TASK_NAME, what="a task name"),
              "label_names": [str], "layers": [Int(min=0)], "fingerprint": FINGERPRINT_SPEC,
              "majority_label": Int(min=0), "subword": Text(choices=SUBWORD_MODES)}
@@ -204,7 +218,7 @@ def read_head_json(path: Path, spec) -> dict:
 def _build_described(path: Path, meta: dict, lookup: dict) -> tuple[HeadConfig, nn.Module]:
     """The config head.json describes, checked against its other fields and lookup.json, and
     its untrained module."""
-    config = {key: meta["head"][key] for key in CONFIG_SPEC}
+    config = {key: meta["head"][key] for key in CONFIG_SPEC if key in meta["head"]}
     n_labels, layers = config["n_labels"], meta["layers"]
     key_type = int if lookup["key"] == "token id" else str
     problem = (
@@ -215,6 +229,10 @@ def _build_described(path: Path, meta: dict, lookup: dict) -> tuple[HeadConfig, 
         if not set(layers) <= set(meta["fingerprint"]["layers"])
         else "head.mix_layers differs from its layer count"
         if config["mix_layers"] not in (0, len(layers))
+        else "a sequence head needs head.depth >= 1"
+        if config["kind"] in SEQUENCE_KINDS and config.get("depth", 0) < 1
+        else "head.crf needs a sequence head"
+        if config.get("crf") and config["kind"] not in SEQUENCE_KINDS
         else "the lookup table (lookup.json) has types and labels of different lengths"
         if len(lookup["types"]) != len(lookup["labels"])
         else "the lookup table (lookup.json) has a label past head.n_labels"

@@ -21,7 +21,9 @@ from pipeline.errors import PipelineError
 from pipeline.evaluation.metrics import accuracies
 from pipeline.training.data import EvalSplit
 from pipeline.training.features import FeatureSource
+from pipeline.training.examples import Sequences
 from pipeline.training.heads import HeadConfig, build_head, head_logits, predict_heads
+from pipeline.training.sequence_loop import decode_sequences, sequence_epoch
 
 # full-batch L-BFGS: iterations per epoch, and rows gathered at a time to sum the loss
 LBFGS_ITERATIONS = 20
@@ -90,7 +92,8 @@ def new_trainee(name: str, config: HeadConfig, options: TrainOptions,
 
 def train(trainees: list[Trainee], features: FeatureSource, labels: torch.Tensor,
           train_rows: np.ndarray, monitor: EvalSplit, early_stop: bool, options: TrainOptions,
-          on_epoch: Callable[[Trainee, dict], None] | None = None) -> None:
+          on_epoch: Callable[[Trainee, dict], None] | None = None,
+          sequences: tuple[Sequences, Sequences] | None = None) -> None:
     """Train `trainees` for up to options.epochs on (n_tokens,) `labels` of `train_rows`.
 
     After each epoch every head is scored on `monitor` and `on_epoch(trainee, record)` called
@@ -98,19 +101,30 @@ def train(trainees: list[Trainee], features: FeatureSource, labels: torch.Tensor
     without a better monitor word accuracy and gets its best epoch's weights back; otherwise
     each keeps its last epoch's. An AdamW epoch is a pass in shuffled batches, an L-BFGS
     epoch one full-batch step. A NaN or infinite loss is a one-line PipelineError.
+    With `sequences` (the training examples, and the monitor's examples holding its rows) an
+    epoch is a pass over whole examples in padded batches of options.batch_size words
+    (training.sequence_loop): sequence heads and row heads train side by side.
     """
     generator = torch.Generator().manual_seed(options.seed)
     for epoch in range(1, options.epochs + 1):
         active = [t for t in trainees if t.active]
         if not active:
             break
-        if options.optimizer == "lbfgs":
+        heads = [(t.module, t.columns) for t in active]
+        if sequences is not None:
+            losses = sequence_epoch(active, features, labels, sequences[0], options.batch_size,
+                                    generator, options.device)
+            preds, _, val_losses = decode_sequences(heads, features, sequences[1],
+                                                    options.device, labels)
+            preds = [p[sequences[1].positions(monitor.rows)] for p in preds]
+        elif options.optimizer == "lbfgs":
             losses = [lbfgs_epoch(t, features, train_rows, labels, options) for t in active]
         else:
             losses = adamw_epoch(active, features, train_rows, labels, options.batch_size,
                                  generator, options.device)
-        preds, val_losses = predict_heads([(t.module, t.columns) for t in active], features,
-                                          monitor.rows, options.device, labels)
+        if sequences is None:
+            preds, val_losses = predict_heads(heads, features, monitor.rows, options.device,
+                                              labels)
         for trainee, loss, y_pred, val_loss in zip(active, losses, preds, val_losses):
             check_finite(trainee, epoch, loss, val_loss)
             trainee.scheduler.step()

@@ -16,7 +16,9 @@ from pipeline.training import plots
 from pipeline.training.data import prepare
 from pipeline.training.heads import HeadConfig, mix_weights, predict_heads
 from pipeline.training.loop import TrainOptions, new_trainee, train
-from pipeline.settings import FitSettings
+from pipeline.settings import SEQUENCE_KINDS, FitSettings
+from pipeline.training.sequence_fit import sequence_splits
+from pipeline.training.sequence_loop import decode_sequences
 from pipeline.training.layers import parse_fit_layers
 from pipeline.training.subword import load_word_features
 
@@ -37,28 +39,34 @@ def sweep(cache_dir: str, task: str, out: str | Path, **settings) -> dict:
     cache = Cache(cache_dir)
     layers = parse_fit_layers(None if s.layers.strip() == "mix" else s.layers, cache.layers)
     data = prepare(cache, task, s.val_fraction)
-    features = load_word_features(cache, layers, data.rows(), subword, data.word_ids,
-                                  data.example_ids, s.max_memory)
+    seq = sequence_splits(data) if head in SEQUENCE_KINDS else None
+    features = load_word_features(cache, layers, seq.rows() if seq else data.rows(), subword,
+                                  data.word_ids, data.example_ids, s.max_memory)
     width = cache.hidden_size
     torch.manual_seed(s.seed)
     trainees = []
     for j, name in enumerate([*map(str, layers), "mix"]):
         mix = name == "mix"
         config = HeadConfig(head, width * len(layers) if mix else width, len(data.label_names),
-                            hidden=hidden if head == "mlp" else 0,
-                            dropout=dropout if head == "mlp" else 0.0,
-                            mix_layers=len(layers) if mix else 0)
+                            hidden=hidden if head != "linear" else 0,
+                            dropout=dropout if head != "linear" else 0.0,
+                            mix_layers=len(layers) if mix else 0,
+                            depth=s.depth if seq else 0, crf=s.crf)
         trainees.append(new_trainee(name, config, options, slice(None) if mix
                                     else slice(j * width, (j + 1) * width)))
-    monitor = data.dev or data.test
+    monitor, test = (seq.monitor, seq.test) if seq else (data.dev or data.test, data.test)
     started = time.perf_counter()
     train(trainees, features, data.labels, data.train_rows, monitor, data.dev is not None,
-          options)
+          options, sequences=(seq.train, seq.monitor_seqs) if seq else None)
     train_seconds = time.perf_counter() - started
 
-    test = data.test
-    test_preds, _ = predict_heads([(t.module, t.columns) for t in trainees], features,
-                                  test.rows, options.device)
+    heads = [(t.module, t.columns) for t in trainees]
+    if seq:  # sequence heads label every word of the test examples at once
+        test_preds = [p[seq.test_seqs.positions(test.rows)]
+                      for p in decode_sequences(heads, features, seq.test_seqs,
+                                                options.device)[0]]
+    else:
+        test_preds, _ = predict_heads(heads, features, test.rows, options.device)
     rows = [{"layer": t.name, **accuracies(test.y, y_pred, test.words),
              "macro_f1": macro_f1(test.y, y_pred), "monitor_word_accuracy": t.best_accuracy,
              "best_epoch": t.best_epoch, "epochs": len(t.history)}
