@@ -109,7 +109,7 @@ def whole_call(corpus: str, out: Path, lm: LoadedModel, layers: str) -> dict:
     shutil.rmtree(out)
     return {"layers": len(manifest["fingerprint"]["layers"]), "tokens": tokens,
             "seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 1),
-            "tokenize_seconds": manifest["run"]["tokenize_seconds"],
+            "survey_seconds": manifest["run"]["survey_seconds"],
             "embed_seconds": manifest["run"]["embed_seconds"], "disk_bytes": disk,
             "disk_bytes_per_token": round(disk / max(tokens, 1), 1)}
 

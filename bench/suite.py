@@ -310,7 +310,7 @@ def run(corpus: str, model: str, quick: bool, workdir: Path, seed: int = 0) -> d
         "reference": ref,
         "pipeline": {
             "embed": {"seconds": ours_embed["seconds"], "load_seconds": stats["load_seconds"],
-                      "tokenize_seconds": stats["tokenize_seconds"],
+                      "survey_seconds": stats["survey_seconds"],
                       "pass_seconds": pass_seconds, "real_tokens": stats["real_tokens"],
                       "tokens_per_second": ours_tps,
                       "padding": 1 - stats["real_tokens"] / max(1, stats["padded_tokens"]),

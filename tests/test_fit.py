@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from pipeline.embedding import embed
 from pipeline.errors import PipelineError
 from pipeline.evaluation import evaluate, macro_f1
-from pipeline.store import CacheError
+from pipeline.store import Cache, CacheError
 from pipeline.training import fit, split_rows
 
 
@@ -70,8 +70,10 @@ def test_lbfgs_refuses_what_it_cannot_train(cache_dir, tmp_path, options, messag
 def test_fit_reads_only_the_requested_layers(cache_dir, tmp_path):
     metrics = fit(str(cache_dir), "first_letter", tmp_path / "head", layers="1", epochs=1,
                   device="cpu")
-    n_tokens = json.loads((cache_dir / "manifest.json").read_text())["n_tokens"]
-    assert metrics["train"]["feature_bytes"] == n_tokens * 32 * 2  # one float16 layer, no copy
+    # first_letter labels every token but the specials: one float16 layer of just those rows
+    n_labelled = int((Cache(str(cache_dir)).read("word_ids") >= 0).sum())
+    assert n_labelled < json.loads((cache_dir / "manifest.json").read_text())["n_tokens"]
+    assert metrics["train"]["feature_bytes"] == n_labelled * 32 * 2
     with pytest.raises(CacheError, match="out of range"):
         fit(str(cache_dir), "first_letter", tmp_path / "h2", layers="7", epochs=1)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.errors import PipelineError
 from pipeline.embedding import ModelError, embed, load_model, plan_windows, tokenize
 from pipeline.store import Cache
 
@@ -118,11 +119,17 @@ def test_truncate_keeps_old_behaviour_and_is_counted(tiny_model, tmp_path):
     assert manifest["fingerprint"]["long_inputs"] == "truncate"
 
 
-def test_fingerprint_ignores_window_settings_without_long_examples(tiny_model, small_corpus,
-                                                                   tmp_path):
+def test_fingerprint_records_the_window_settings_before_reading_the_corpus(
+        tiny_model, small_corpus, tmp_path):
+    """Streaming embed cannot know whether long examples exist before it writes, so the
+    window settings are always part of the fingerprint: another stride is another cache."""
     first = embed(str(small_corpus), tmp_path / "c", model=tiny_model, progress=False)
-    again = embed(str(small_corpus), tmp_path / "c", model=tiny_model, stride=5, progress=False)
-    assert "long_inputs" not in first["fingerprint"] and again["fingerprint"] == first["fingerprint"]
+    assert first["fingerprint"]["long_inputs"] == {"stride": 31}
+    with pytest.raises(PipelineError, match="--force"):
+        embed(str(small_corpus), tmp_path / "c", model=tiny_model, stride=5, progress=False)
+    again = embed(str(small_corpus), tmp_path / "c", model=tiny_model, stride=5, force=True,
+                  progress=False)
+    assert again["fingerprint"]["long_inputs"] == {"stride": 5}
 
 
 def test_stride_beyond_a_window_is_refused(tiny_model):

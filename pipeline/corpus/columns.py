@@ -65,10 +65,11 @@ def join_words(words: list[str], space_after: list[bool]) -> tuple[str, tuple[in
     return text + words[-1], tuple(starts)
 
 
-def blocks(lines: list[str]) -> Iterator[tuple[int, list[str]]]:
-    """Blank-line separated blocks of lines, each with the line number of its first line."""
+def blocks(lines: list[str], first_line: int = 1) -> Iterator[tuple[int, list[str]]]:
+    """Blank-line separated blocks of lines, each with the line number of its first line
+    (the first of `lines` being line `first_line`)."""
     block, first = [], 0
-    for no, line in enumerate(lines + [""], start=1):
+    for no, line in enumerate(lines + [""], start=first_line):
         if line and not line.isspace():
             if not block:
                 first = no
@@ -137,31 +138,52 @@ def conllu_sentence(path: str, first: int, block: list[str],
     return (text, starts, words, labels, line), found is not None
 
 
+def conllu_sentences(path: str, lines: list[str], column: str | int | None = None,
+                     first_line: int = 1) -> tuple[list[Sentence], int]:
+    """The sentences of CoNLL-U lines (the first being line `first_line` of `path`) and how
+    many of their texts were made from the words."""
+    field = FIELDS[conllu_column(column)]
+    read = [conllu_sentence(path, first, block, field) for first, block in blocks(lines, first_line)]
+    return ([sentence for sentence, _ in filter(None, read)],
+            sum(not given for _, given in filter(None, read)))
+
+
 def read_conllu(path, column: str | int | None = None, encoding: str = "utf-8") -> Corpus:
     """CoNLL-U: one example per sentence, FORM as words, `column` (default UPOS) as labels."""
     path = str(path)
-    index = conllu_column(column)
     lines, sha256 = read_lines(path, encoding)
-    read = [conllu_sentence(path, first, block, FIELDS[index]) for first, block in blocks(lines)]
-    sentences = [sentence for sentence, _ in filter(None, read)]
-    corpus = labelled_corpus(path, "conllu", sha256, sentences, CONLLU_COLUMNS[index])
-    corpus.stats["texts_from_words"] = sum(not given for _, given in filter(None, read))
+    sentences, from_words = conllu_sentences(path, lines, column)
+    corpus = labelled_corpus(path, "conllu", sha256, sentences,
+                             CONLLU_COLUMNS[conllu_column(column)])
+    corpus.stats["texts_from_words"] = from_words
     return corpus
+
+
+def conll_column(column: str | int | None) -> int:
+    try:
+        return -1 if column is None else int(column)
+    except ValueError:
+        raise CorpusError(f"CoNLL label column must be an index like 3 or -1, got {column!r}") \
+            from None
 
 
 def read_conll(path, column: str | int | None = None, encoding: str = "utf-8") -> Corpus:
     """CoNLL (2003 style): whitespace columns, word first, label in `column` (0-based, default
     the last); a blank line between sentences; -DOCSTART- lines are ignored. The text is the
     words joined by single spaces."""
-    path = str(path)
-    try:
-        index = -1 if column is None else int(column)
-    except ValueError:
-        raise CorpusError(f"CoNLL label column must be an index like 3 or -1, got {column!r}") \
-            from None
+    path, index = str(path), conll_column(column)
     lines, sha256 = read_lines(path, encoding)
-    sentences, n_columns = [], 0
-    for first, block in blocks(lines):
+    sentences, _ = conll_sentences(path, lines, column)
+    return labelled_corpus(path, "conll", sha256, sentences, str(index))
+
+
+def conll_sentences(path: str, lines: list[str], column: str | int | None = None,
+                    first_line: int = 1, n_columns: int = 0) -> tuple[list[Sentence], int]:
+    """The sentences of CoNLL lines (the first being line `first_line` of `path`), each line
+    with `n_columns` columns (0: as many as the first word line has), and that count."""
+    index = conll_column(column)
+    sentences = []
+    for first, block in blocks(lines, first_line):
         words, labels, line = [], [], 0
         for no, text in enumerate(block, start=first):
             cols = text.split()
@@ -176,7 +198,7 @@ def read_conll(path, column: str | int | None = None, encoding: str = "utf-8") -
             labels.append(cols[index])
         if words:
             sentences.append((*join_words(words, [True] * len(words)), words, labels, line))
-    return labelled_corpus(path, "conll", sha256, sentences, str(index))
+    return sentences, n_columns
 
 
 def labelled_corpus(path: str, format: str, sha256: str, sentences: list[Sentence],

@@ -67,14 +67,19 @@ def check_text(text: str, where: str, first_line: int = 1) -> str:
     raise CorpusError(f"{where}: line {line}: {what}")
 
 
-def decode_bytes(raw: bytes, path: str, encoding: str = "utf-8") -> str:
-    """Decode a whole file; a byte-order mark is dropped, bad bytes name line and offset, and
-    characters no tokenizer takes (check_text) name their line."""
+def decode_bytes(raw: bytes, path: str, encoding: str = "utf-8", first_line: int = 1,
+                 byte_offset: int = 0) -> str:
+    """Decode a whole file, or a byte range of one that starts at a line start: `first_line`
+    and `byte_offset` are where the range starts in its file (a range of a file is never cut
+    inside a character, see pipeline.corpus.ranges). At the file's start a byte-order mark is
+    dropped; bad bytes name line and offset, and characters no tokenizer takes (check_text)
+    name their line."""
     check_codec(encoding, f"{path}: --encoding")
     wide = normal_encoding(encoding).startswith(WIDE_ENCODINGS)
-    if b"\x00" in raw[:8192] and not wide:
+    if byte_offset == 0 and b"\x00" in raw[:8192] and not wide:
         raise CorpusError(f"{path}: looks like a binary file (NUL bytes); expected text")
-    codec = "utf-8-sig" if normal_encoding(encoding) in ("utf8", "utf8sig", "u8") else encoding
+    utf8 = normal_encoding(encoding) in ("utf8", "utf8sig", "u8")
+    codec = ("utf-8-sig" if byte_offset == 0 else "utf-8") if utf8 else encoding
     try:
         text = raw.decode(codec)
     except UnicodeDecodeError as err:
@@ -82,14 +87,15 @@ def decode_bytes(raw: bytes, path: str, encoding: str = "utf-8") -> str:
         what = (f"byte 0x{bad[0]:02x} is" if len(bad) == 1
                 else "bytes " + " ".join(f"0x{b:02x}" for b in bad) + " are")
         raise CorpusError(
-            f"{path}: line {_line_before(raw, err.start, codec)}, byte offset {err.start}: "
+            f"{path}: line {_line_before(raw, err.start, codec) + first_line - 1}, byte offset "
+            f"{err.start + byte_offset}: "
             f"{what} not valid {encoding} ({err.reason}); pass --encoding (e.g. --encoding "
             f"cp1252) if the file uses another encoding") from None
     except (UnicodeError, ValueError, TypeError, LookupError) as err:  # e.g. idna's labels
         raise CorpusError(f"{path}: cannot decode as {encoding} "
                           f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
                           ) from None
-    return check_text(text, path)
+    return check_text(text, path, first_line)
 
 
 def _line_before(raw: bytes, end: int, codec: str) -> int:
@@ -117,14 +123,26 @@ def read_lines(path: str, encoding: str = "utf-8") -> tuple[list[str], str]:
     return split_lines(decode_bytes(raw, path, encoding)), hashlib.sha256(raw).hexdigest()
 
 
+def text_examples(lines: list[str], keep_blank: bool = False) -> tuple[list[str], dict]:
+    """The examples of plain-text lines (one per line, blank ones skipped unless kept) and
+    their counts: lines, blank_lines_skipped, and nonblank (the lines with any text)."""
+    kept = [line for line in lines if keep_blank or line.strip()]
+    nonblank = sum(1 for line in kept if line.strip()) if keep_blank else len(kept)
+    return kept, {"lines": len(lines), "blank_lines_skipped": len(lines) - len(kept),
+                  "nonblank": nonblank}
+
+
+def empty_text_error(path: str, n_lines: int) -> CorpusError:
+    what = "has only blank lines" if n_lines else "is empty"
+    return CorpusError(f"{path}: corpus {what}; nothing to embed")
+
+
 def read_text(path: str | Path, encoding: str = "utf-8", keep_blank: bool = False) -> Corpus:
     """Read a plain-text corpus: one example per line."""
     path = str(path)
     lines, sha256 = read_lines(path, encoding)
-    kept = [line for line in lines if keep_blank or line.strip()]
-    if not any(line.strip() for line in kept):
-        what = "has only blank lines" if lines else "is empty"
-        raise CorpusError(f"{path}: corpus {what}; nothing to embed")
+    kept, stats = text_examples(lines, keep_blank)
+    if not stats.pop("nonblank"):
+        raise empty_text_error(path, len(lines))
     examples = [Example(i, line) for i, line in enumerate(kept)]
-    stats = {"lines": len(lines), "blank_lines_skipped": len(lines) - len(kept)}
     return Corpus(path, "text", sha256, examples, stats)

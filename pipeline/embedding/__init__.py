@@ -11,10 +11,11 @@ One concern per module:
     batching     shards, groups of shards, token-budget batches, padding
     forward      the forward pass and gathering the real tokens' states
     progress     the progress bar
-    shards       a run's shard plan and embedding the missing shards
-    distributed  torchrun ranks
+    stream       one process's pass: its byte ranges tokenized ahead in a worker, cut into
+                 shards and groups, embedded, written behind
+    distributed  torchrun ranks: each reads and embeds its share of the byte ranges
     memory       malloc tuning for entry points (keep_freed_memory)
-    run          embed(): the whole stage
+    run          embed(): the whole stage (survey the ranges, load the model, stream, manifest)
 
 Embed knows no task: callers add labels through `embed(..., on_finished=...)`.
 """

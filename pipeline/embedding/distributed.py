@@ -4,8 +4,9 @@
 RANK, WORLD_SIZE and LOCAL_RANK set (plus MASTER_ADDR/MASTER_PORT for the rendezvous).
 Without them the process is rank 0 of 1 and torch.distributed is never touched.
 
-Every rank reads and tokenizes the whole corpus, so all ranks plan the same shards;
-each embeds its own shards into the shared cache directory; rank 0 alone locks the
+The corpus's byte ranges are split between the ranks in corpus order (`share`): each rank
+reads, tokenizes and embeds only its own ranges, into the shared cache directory; the
+ranks exchange only small objects (range counts, shard lists). Rank 0 alone locks the
 cache, refuses other inputs, and writes the manifest once every rank has finished.
 """
 
@@ -58,12 +59,11 @@ def rank_device(device: str, ranks: Ranks) -> str:
     return device
 
 
-def start(ranks: Ranks, device: torch.device) -> None:
-    """Join the process group: NCCL between GPUs, gloo on CPU."""
+def start(ranks: Ranks) -> None:
+    """Join the process group. gloo, on GPUs too: ranks exchange only small Python objects,
+    never tensors, and gloo needs no device."""
     if ranks.distributed and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("gloo")
 
 
 def stop() -> None:
@@ -71,17 +71,11 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
-def assign_shards(token_counts: list[int], world_size: int) -> list[list[int]]:
-    """Indices of work units (shards, or groups of shards) per rank, balanced by tokens: largest
-    first, each to the rank with the fewest tokens so far (lowest rank on ties). Deterministic;
-    each unit goes to one rank."""
-    loads = [0] * world_size
-    assigned: list[list[int]] = [[] for _ in range(world_size)]
-    for index in sorted(range(len(token_counts)), key=lambda i: (-token_counts[i], i)):
-        rank = min(range(world_size), key=lambda r: (loads[r], r))
-        assigned[rank].append(index)
-        loads[rank] += token_counts[index]
-    return [sorted(indices) for indices in assigned]
+def share(n_units: int, ranks: Ranks) -> range:
+    """This rank's work units (byte ranges, in corpus order): a contiguous run, the runs of
+    all ranks differing in length by at most one. Deterministic; each unit goes to one rank."""
+    return range(n_units * ranks.rank // ranks.world_size,
+                 n_units * (ranks.rank + 1) // ranks.world_size)
 
 
 def _agree(ranks: Ranks, error: str | None) -> None:

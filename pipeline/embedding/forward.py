@@ -36,12 +36,21 @@ def forward_layers(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layer
     return states
 
 
+def capacity(n: int) -> int:
+    """n rounded up to one of 8 steps per doubling (at most 1/8 more): groups of nearly the
+    same size then reuse one buffer, where each new largest group would otherwise leave the
+    old buffer's memory behind as a hole, so the process would grow with the corpus."""
+    step = 1 << max(0, n.bit_length() - 4)
+    return -(-n // step) * step
+
+
 class HostBuffers:
     """Reused host memory for the hidden states of groups: two sets, taken in turn, so the
     writer threads may still read the previous group's states while the next group's are
     gathered. Safe as long as a group's shards are written before the group after next is
     taken (BackgroundWriter.write_shards waits for the previous batch of shards first).
-    A set grows to the largest group it has held and is never freed before the run ends;
+    A set grows to the largest group it has held (rounded up, see `capacity`) and is never
+    freed before the run ends;
     fresh memory per group would be zeroed by the OS page by page. On CUDA the buffers are
     page-locked, so the copy off the device runs at full speed on a side stream."""
 
@@ -57,7 +66,7 @@ class HostBuffers:
         self.turn ^= 1
         for layer in layers:
             if layer not in held or held[layer].shape[0] < n_tokens or held[layer].shape[1] != width:
-                held[layer] = torch.empty((n_tokens, width), dtype=torch.float16,
+                held[layer] = torch.empty((capacity(n_tokens), width), dtype=torch.float16,
                                           pin_memory=self.device.type == "cuda")
         return {layer: held[layer][:n_tokens] for layer in layers}
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pipeline.errors import PipelineError
 
-# 2: per-dataset xxh3_128 instead of sha256; 3: no per-shard file sha256 in the manifest
-FORMAT_VERSION = 3
+# 2: per-dataset xxh3_128 instead of sha256; 3: no per-shard file sha256 in the manifest;
+# 4: shards cut per byte range of the corpus (shard-<range x 100000 + index>.h5), the corpus
+# digest over the ranges' sha256, long-input handling always in the fingerprint
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
 LOCK = ".lock"

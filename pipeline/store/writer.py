@@ -178,10 +178,12 @@ class CacheWriter:
         # each dataset is hashed once, here in the writer thread, as it is written
         atomic_write_h5(self.shard_path(index), fill)
 
-    def finish(self, n_shards: int, vocab: list[str], extra: dict) -> dict:
-        """List every shard (size, counts), write vocab.json, then manifest.json (last), keeping the label
-        sets an earlier manifest lists whose files still verify; then release the lock."""
-        shards = [self._shard_entry(index) for index in range(n_shards)]
+    def finish(self, shards: int | list[int], vocab: list[str], extra: dict) -> dict:
+        """List every shard (size, counts) of the given indices in corpus order (a count n:
+        0..n-1), write vocab.json, then manifest.json (last), keeping the label sets an earlier
+        manifest lists whose files still verify; then release the lock."""
+        indices = range(shards) if isinstance(shards, int) else shards
+        shards = [self._shard_entry(index) for index in indices]
         atomic_write_json(self.cache_dir / VOCAB, vocab)
         vocab_sha256 = sha256_file(self.cache_dir / VOCAB)
 
