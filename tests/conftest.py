@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n auto`) the workers share the cores: each takes its share of
+    torch threads, so they do not oversubscribe the CPU (tests may set process state; the
+    library never does)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 WORDS = ("the a an and of to in is was it he she call me ishmael whale sea ship captain "
          "white quick brown fox jumped over lazy dog this test some years ago never mind how "
