@@ -10,7 +10,9 @@ from pipeline.corpus import check_text
 from pipeline.embedding import (Encoded, cast_model, drop_blocks_above, embed_examples,
                                 load_model, tokenize)
 from pipeline.fingerprint import check_head_fits_model, check_head_width
+from pipeline.tasks import first_subtokens
 from pipeline.training import Features, SavedHead, decode_words, is_sequence, word_features
+from pipeline.training.subword import word_spans
 
 TOP_K = 3  # alternatives per word in the API and `predict --json`
 
@@ -67,8 +69,7 @@ class Predictor:
         # a --subword mean head reads each word's mean over its subtokens
         features = word_features(Features(head.layers, [states[layer] for layer in head.layers]),
                                  head.subword, word_ids, example_ids)
-        first = word_ids >= 0
-        first[1:] &= (word_ids[1:] != word_ids[:-1]) | (example_ids[1:] != example_ids[:-1])
+        first = first_subtokens(word_ids, example_ids)
         sequence = is_sequence(head.config)
         # a sequence head reads the words of each text in order; other heads any token alone
         rows = np.flatnonzero(first if sequence else word_ids >= 0)
@@ -76,9 +77,9 @@ class Predictor:
         out = np.full((len(word_ids), probabilities.shape[1]), np.nan, dtype=np.float32)
         out[rows] = probabilities
         if sequence:  # every subtoken shows its word's label
-            word_row = np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
+            word_start, _ = word_spans(word_ids, example_ids)
             inner = (word_ids >= 0) & ~first
-            out[inner] = out[word_row[inner]]
+            out[inner] = out[word_start[inner]]
         return out
 
 
