@@ -10,7 +10,7 @@ from pipeline.corpus import check_text
 from pipeline.embedding import (Encoded, cast_model, drop_blocks_above, embed_examples,
                                 load_model, tokenize)
 from pipeline.fingerprint import check_head_fits_model, check_head_width
-from pipeline.tasks import first_subtokens
+from pipeline.tasks import first_subtokens, token_words
 from pipeline.training import Features, SavedHead, decode_words, is_sequence, word_features
 from pipeline.training.subword import word_spans
 
@@ -48,7 +48,8 @@ class Predictor:
         encoded = tokenize(self.lm.tokenizer, texts, self.lm.max_length, stride=self.stride)
         for start in range(0, len(encoded), batch_size):
             batch = encoded[start:start + batch_size]
-            token_probabilities = self._probabilities(batch, batch_size)
+            token_probabilities = self._probabilities(texts[start:start + batch_size], batch,
+                                                      batch_size)
             row = 0
             for text, e in zip(texts[start:], batch):
                 n = len(e.input_ids)
@@ -57,7 +58,8 @@ class Predictor:
                 row += n
         return results
 
-    def _probabilities(self, batch: list[Encoded], batch_size: int) -> np.ndarray:
+    def _probabilities(self, texts: list[str], batch: list[Encoded], batch_size: int
+                       ) -> np.ndarray:
         """(n_tokens, n_labels) float32 label probabilities of every token of the batch, NaN
         rows for special tokens."""
         head = self.head
@@ -73,7 +75,12 @@ class Predictor:
         sequence = is_sequence(head.config)
         # a sequence head reads the words of each text in order; other heads any token alone
         rows = np.flatnonzero(first if sequence else word_ids >= 0)
-        _, probabilities = decode_words(head, features, rows, example_ids[rows])
+        forms = None
+        if head.config.chars:  # the head also reads each word's spelling
+            char_spans = np.concatenate([e.char_spans for e in batch])
+            token_forms = token_words(texts, word_ids, example_ids, char_spans)
+            forms = [token_forms[row] for row in rows.tolist()]
+        _, probabilities = decode_words(head, features, rows, example_ids[rows], forms=forms)
         out = np.full((len(word_ids), probabilities.shape[1]), np.nan, dtype=np.float32)
         out[rows] = probabilities
         if sequence:  # every subtoken shows its word's label

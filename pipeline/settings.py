@@ -159,6 +159,9 @@ class FitSettings(Settings):
     crf: StrictBool = Field(False, description=(
         "A linear-chain CRF on top of a bilstm or attention head: trained on whole label "
         "paths, decoded with Viterbi."))
+    chars: StrictBool = Field(False, description=(
+        "A bilstm or attention head also reads each word's spelling through a small "
+        "character CNN (case and unseen words, which the uncased tokenizer loses)."))
     subword: Literal["first", "mean"] = Field("first", description=(
         "A word's features: its first subtoken's, or the mean over its subtokens."))
     epochs: int = Field(10, ge=1, le=10_000, description=(
@@ -202,6 +205,9 @@ class FitSettings(Settings):
         """A CRF scores label paths, which only a sequence head produces."""
         if self.crf and self.head not in SEQUENCE_KINDS:
             raise ValueError("crf: a CRF needs a sequence head (--head bilstm or attention)")
+        if self.chars and self.head not in SEQUENCE_KINDS:
+            raise ValueError("chars: character features go into a sequence head (--head bilstm "
+                             "or attention)")
         if self.head == "attention" and self.hidden % ATTENTION_HEADS:
             raise ValueError(f"hidden: an attention head needs a multiple of {ATTENTION_HEADS} "
                              f"(its attention heads), got {self.hidden}")

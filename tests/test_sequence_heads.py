@@ -193,7 +193,7 @@ def test_heads_written_before_sequence_heads_still_load(seq_cache, tmp_path):
     fit(str(seq_cache), "first_letter", tmp_path / "head", epochs=1, device="cpu")
     path = tmp_path / "head" / "head.json"
     meta = json.loads(path.read_text())
-    for key in ("depth", "crf"):
+    for key in ("depth", "crf", "chars"):
         del meta["head"][key]
     path.write_text(json.dumps(meta))
     assert load_head(tmp_path / "head").config.depth == 0

@@ -49,7 +49,13 @@ def evaluate(head_dir: str, cache_dir: str, device: str = "auto",
     else:
         read = rows
     features = load_word_features(cache, head.layers, read, head.subword, word_ids, example_ids)
-    y_read, _ = decode_words(head, features, read, example_ids[read], resolve_device(device))
+    forms = None
+    if head.config.chars:  # the head also reads each word's spelling
+        token_forms = tasks.token_words(cache.texts(), word_ids, example_ids,
+                                        cache.read("char_spans"))
+        forms = [token_forms[row] for row in read.tolist()]
+    y_read, _ = decode_words(head, features, read, example_ids[read], resolve_device(device),
+                             forms)
     y_pred = y_read[np.searchsorted(read, rows)]
     y_true = labels[rows]
     words = task.word_mask(y_true, first[rows])

@@ -15,8 +15,8 @@ ROW_BATCH = 16384  # rows per forward pass of a row head
 
 
 def decode_words(head: SavedHead, features: FeatureSource, rows: np.ndarray,
-                 example_ids: np.ndarray, device: str | torch.device = "cpu"
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 example_ids: np.ndarray, device: str | torch.device = "cpu",
+                 forms=None) -> tuple[np.ndarray, np.ndarray]:
     """(len(rows),) int64 labels and (len(rows), n_labels) float32 probabilities of `rows`.
 
     `features.batch(rows)` gives each row's word features as the head reads them (pooled per
@@ -24,7 +24,8 @@ def decode_words(head: SavedHead, features: FeatureSource, rows: np.ndarray,
     consecutive rows with the same id are one example, its words in order. Linear and MLP
     heads label each row alone (softmax probabilities); sequence heads read each example whole:
     argmax and softmax of their emissions, or under a CRF the Viterbi path with the per-word
-    marginals from forward-backward.
+    marginals from forward-backward. A head with chars also reads `forms`, the (len(rows),)
+    word form of each row.
     """
     rows = np.asarray(rows, dtype=np.int64)
     example_ids = np.asarray(example_ids)
@@ -36,6 +37,10 @@ def decode_words(head: SavedHead, features: FeatureSource, rows: np.ndarray,
     module = head.module.eval()
     if is_sequence(head.config):
         seqs = Sequences.from_runs(rows, example_ids)
+        if head.config.chars:
+            if forms is None:
+                raise ValueError("a head with chars needs the word form of every row (forms)")
+            seqs = seqs.with_forms(forms)
         preds, probs, _ = decode_sequences([(module, slice(None))], features, seqs, device,
                                            probabilities=True)
         return preds[0], probs[0]

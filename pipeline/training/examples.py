@@ -3,12 +3,13 @@ padded to their longest, and a training order that suits how the features are re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from pipeline import tasks
+from pipeline.training.chars import char_table
 from pipeline.training.features import FeatureSource
 
 # a training epoch sorts this many batches' worth of shuffled examples by length at a time,
@@ -24,6 +25,10 @@ class Sequences:
     rows: np.ndarray  # (n_rows,) cache row of each word
     starts: np.ndarray  # (n_examples,) int64
     lengths: np.ndarray  # (n_examples,) int64
+    # heads with chars: (n_forms, MAX_CHARS) character ids of each distinct word form, and
+    # the (n_rows,) index of each word's form in it (training.chars)
+    char_ids: np.ndarray | None = None
+    form_of_row: np.ndarray | None = None
 
     @classmethod
     def from_runs(cls, rows: np.ndarray, row_examples: np.ndarray) -> "Sequences":
@@ -43,6 +48,13 @@ class Sequences:
         first = tasks.first_subtokens(word_ids, example_ids) & (word_ids >= 0)
         words = np.flatnonzero(first & np.isin(example_ids, examples))
         return cls.from_runs(words, example_ids[words])
+
+    def with_forms(self, forms) -> "Sequences":
+        """These examples with the character ids of their words' forms ((n_rows,) strings in
+        self.rows order), for heads that read spelling (training.chars)."""
+        if len(forms) != len(self.rows):
+            raise ValueError(f"{len(self.rows)} words but {len(forms)} word forms")
+        return replace(self, **dict(zip(("char_ids", "form_of_row"), char_table(forms))))
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -103,3 +115,15 @@ class Sequences:
         x = flat.new_zeros(len(batch), mask.shape[1], flat.shape[1])
         x[mask] = flat  # boolean indexing fills row-major: the concatenation order
         return x, mask, positions
+
+    def gather_chars(self, positions: np.ndarray, mask: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A gathered batch's words as character ids ((U, MAX_CHARS), one row per distinct
+        form) and the (B, T) int64 index of each word's form in them (0 at padding); None
+        without chars."""
+        if self.char_ids is None:
+            return None
+        forms, index = np.unique(self.form_of_row[positions], return_inverse=True)
+        padded = torch.zeros(mask.shape, dtype=torch.int64, device=mask.device)
+        padded[mask] = torch.from_numpy(index.reshape(-1)).to(mask.device)
+        return torch.from_numpy(self.char_ids[forms]).to(mask.device), padded

@@ -22,7 +22,8 @@ from pipeline.training.atomic_dir import check_target
 from pipeline.training.heads import (HEAD_DIR_FILES, HeadConfig, SavedHead, mix_weights,
                                      predict_rows)
 from pipeline.training.loop import TrainOptions, new_trainee, train
-from pipeline.training.sequence_fit import SequenceSplits, probe_trainee, sequence_splits
+from pipeline.training.sequence_fit import (SequenceSplits, probe_trainee, sequence_splits,
+                                            word_forms)
 from pipeline.training.sequence_loop import decode_sequences
 from pipeline.settings import SEQUENCE_KINDS, FitSettings
 from pipeline.training.layers import parse_head_layers
@@ -55,14 +56,15 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
     layer_list, mix = parse_head_layers(s.layers, cache.layers)
     data = prepare(cache, task, s.val_fraction)
     sequence = head in SEQUENCE_KINDS
-    seq = sequence_splits(data) if sequence else None
+    seq = sequence_splits(data, word_forms(cache, data) if s.chars else None) \
+        if sequence else None
     features = load_word_features(cache, layer_list, seq.rows() if seq else data.rows(), subword,
                                   data.word_ids, data.example_ids, s.max_memory)
     config = HeadConfig(head, features.in_features, len(data.label_names),
                         hidden=s.hidden if head != "linear" else 0,
                         dropout=s.dropout if head != "linear" else 0.0,
                         mix_layers=len(layer_list) if mix else 0,
-                        depth=s.depth if sequence else 0, crf=s.crf)
+                        depth=s.depth if sequence else 0, crf=s.crf, chars=s.chars)
     torch.manual_seed(s.seed)
     trainee = new_trainee("head", config, options)
     trainees = [trainee, probe_trainee(config, options)] if seq else [trainee]
@@ -89,7 +91,7 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
     metrics["head"] = {"kind": head, "layers": "mix" if mix else layer_list, "subword": subword}
     if sequence:
         metrics["head"] |= {"hidden": s.hidden, "depth": s.depth, "crf": s.crf,
-                            "rows": "words"}
+                            "chars": s.chars, "rows": "words"}
     if mix:
         metrics["head"]["mix_weights"] = dict(zip(map(str, layer_list),
                                                   mix_weights(trainee.module)))

@@ -41,6 +41,7 @@ class HeadConfig:
     mix_layers: int = 0
     depth: int = 0  # sequence heads: BiLSTM layers or attention blocks (0: a row head)
     crf: bool = False  # sequence heads: a CRF over the label path
+    chars: bool = False  # sequence heads: character features of each word (training.chars)
 
 
 def is_sequence(config: HeadConfig) -> bool:
@@ -165,10 +166,11 @@ def _write_json(path: Path, obj) -> None:
 
 
 # every field of head.json, lookup.json and metrics.json a reader uses (pipeline.store.schema);
-# heads written before sequence heads existed have no depth and crf: they are row heads
+# heads written before sequence heads existed have no depth, crf and chars: they are row heads
 CONFIG_SPEC = {"kind": Text(choices=HEAD_KINDS), "in_features": Int(min=1),
                "n_labels": Int(min=1), "hidden": Int(min=0), "dropout": Number(min=0, below=1),
-               "mix_layers": Int(min=0), "depth": Optional(Int(min=0)), "crf": Optional(bool)}
+               "mix_layers": Int(min=0), "depth": Optional(Int(min=0)), "crf": Optional(bool),
+               "chars": Optional(bool)}
 META_SPEC = {"head": CONFIG_SPEC, "task": Text(pattern=TASK_NAME, what="a task name"),
              "label_names": [str], "layers": [Int(min=0)], "fingerprint": FINGERPRINT_SPEC,
              "majority_label": Int(min=0), "subword": Text(choices=SUBWORD_MODES)}
@@ -233,6 +235,8 @@ def _build_described(path: Path, meta: dict, lookup: dict) -> tuple[HeadConfig, 
         if config["kind"] in SEQUENCE_KINDS and config.get("depth", 0) < 1
         else "head.crf needs a sequence head"
         if config.get("crf") and config["kind"] not in SEQUENCE_KINDS
+        else "head.chars needs a sequence head"
+        if config.get("chars") and config["kind"] not in SEQUENCE_KINDS
         else "the lookup table (lookup.json) has types and labels of different lengths"
         if len(lookup["types"]) != len(lookup["labels"])
         else "the lookup table (lookup.json) has a label past head.n_labels"

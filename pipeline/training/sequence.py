@@ -17,6 +17,7 @@ from torch import nn
 
 from pipeline import tasks
 from pipeline.settings import ATTENTION_HEADS
+from pipeline.training.chars import CharCNN
 from pipeline.training.crf import CRF
 
 
@@ -88,13 +89,16 @@ class Attention(nn.Module):
 
 
 class SequenceTagger(nn.Module):
-    """Optional layer mix (training.heads.ScalarMix), an encoder (BiLSTM or attention, with
-    dropout after its input projection) and a linear layer to the labels, plus a linear skip
-    from the input to the labels; optionally a CRF over them."""
+    """Optional layer mix (training.heads.ScalarMix), optional character features of each word
+    (training.chars) joined to it, an encoder (BiLSTM or attention, with dropout after its
+    input projection) and a linear layer to the labels, plus a linear skip from the input to
+    the labels; optionally a CRF over them."""
 
     def __init__(self, config, mix: nn.Module | None, width: int):
         super().__init__()
         self.mix = mix
+        self.chars = CharCNN() if config.chars else None
+        width += self.chars.out_features if self.chars is not None else 0
         self.dropout = nn.Dropout(config.dropout)
         encoder = BiLSTM if config.kind == "bilstm" else Attention
         self.encoder = encoder(width, config.hidden, config.depth, config.dropout)
@@ -104,11 +108,19 @@ class SequenceTagger(nn.Module):
         self.skip = nn.Linear(width, config.n_labels)
         self.crf = CRF(config.n_labels) if config.crf else None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T, in_features) features, (B, T) bool mask -> (B, T, n_labels) emissions."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                chars: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, T, in_features) features, (B, T) bool mask -> (B, T, n_labels) emissions. A
+        head with chars also takes the batch's (U, MAX_CHARS) character ids of its distinct
+        word forms and the (B, T) index of each word's form (Sequences.gather_chars)."""
         x = x.float()  # LSTM and attention kernels run in float32 on every device
         if self.mix is not None:
             x = self.mix(x.reshape(-1, x.shape[-1])).view(*x.shape[:2], -1)
+        if self.chars is not None:
+            if chars is None:
+                raise ValueError("this head reads character ids of each word (chars=...)")
+            form_ids, form_index = chars
+            x = torch.cat([x, self.chars(form_ids)[form_index]], -1)
         # dropout acts inside the encoder, after its projection: on the wide input it would
         # cost more than the encoder itself
         return self.out(self.dropout(self.encoder(x, mask))) + self.skip(x)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pipeline import tasks
+from pipeline.store import Cache
 from pipeline.training.data import EvalSplit, TaskData
 from pipeline.training.examples import Sequences
 from pipeline.training.heads import HeadConfig
@@ -39,13 +40,24 @@ def word_split(split: EvalSplit, first: np.ndarray) -> EvalSplit:
     return replace(split, rows=split.rows[keep], y=split.y[keep], words=split.words[keep])
 
 
-def sequence_splits(data: TaskData) -> SequenceSplits:
+def word_forms(cache: Cache, data: TaskData) -> list[str | None]:
+    """The (n_tokens,) word form of every cache row (None for special tokens), for heads
+    that read each word's characters."""
+    return tasks.token_words(cache.texts(), data.word_ids, data.example_ids,
+                             cache.read("char_spans"))
+
+
+def sequence_splits(data: TaskData, forms: list[str | None] | None = None) -> SequenceSplits:
+    """The splits as examples of word rows; with (n_tokens,) `forms`, each example carries its
+    words' character ids (training.chars)."""
     first = tasks.first_subtokens(data.word_ids, data.example_ids)
     monitor = word_split(data.dev or data.test, first)
     test = word_split(data.test, first)
 
     def seqs(rows: np.ndarray) -> Sequences:
-        return Sequences.words_of(rows, data.word_ids, data.example_ids)
+        words = Sequences.words_of(rows, data.word_ids, data.example_ids)
+        return words if forms is None else words.with_forms(
+            [forms[row] for row in words.rows.tolist()])
     return SequenceSplits(seqs(data.train_rows), monitor, seqs(monitor.rows), test,
                           seqs(test.rows))
 

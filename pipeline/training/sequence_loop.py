@@ -19,11 +19,13 @@ from pipeline.training.sequence import SequenceTagger
 
 
 def batch_loss(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor,
-               flat_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+               flat_y: torch.Tensor, chars: tuple | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Summed loss of one head on a padded batch ((B, T, F) x, (B, T) mask and labels, (n,)
-    labels of the real words), and a sequence head's emissions (None for a row head)."""
+    labels of the real words, the words' characters (Sequences.gather_chars) or None), and a
+    sequence head's emissions (None for a row head)."""
     if isinstance(module, SequenceTagger):
-        emissions = module(x, mask)
+        emissions = module(x, mask, chars)
         return module.loss(emissions, y, mask), emissions
     logits = head_logits(module, x[mask])
     return nn.functional.cross_entropy(logits, flat_y, ignore_index=tasks.IGNORE,
@@ -62,13 +64,15 @@ def _epoch(trainees: list, totals: list[torch.Tensor], features: FeatureSource,
     n_labelled = 0
     for batch in seqs.epoch_batches(features, budget, generator):
         x, mask, positions = seqs.gather(features, batch, device)
+        chars = seqs.gather_chars(positions, mask)
         y, flat_y = padded_labels(labels, seqs, positions, mask)
         n = int((flat_y != tasks.IGNORE).sum())
         if not n:
             continue
         n_labelled += n
         for trainee, total in zip(trainees, totals):
-            loss, _ = batch_loss(trainee.module, x[..., trainee.columns], mask, y, flat_y)
+            loss, _ = batch_loss(trainee.module, x[..., trainee.columns], mask, y, flat_y,
+                                 chars)
             trainee.optimizer.zero_grad(set_to_none=True)
             (loss / n).backward()
             trainee.optimizer.step()
@@ -93,6 +97,7 @@ def decode_sequences(heads: list[tuple[nn.Module, slice]], features: FeatureSour
     with torch.inference_mode():
         for batch in seqs.in_order(budget):
             x, mask, positions = seqs.gather(features, batch, device)
+            chars = seqs.gather_chars(positions, mask)
             y, flat_y = (padded_labels(labels, seqs, positions, mask) if labels is not None
                          else (None, None))
             if labels is not None:
@@ -100,7 +105,7 @@ def decode_sequences(heads: list[tuple[nn.Module, slice]], features: FeatureSour
             for i, (module, columns) in enumerate(heads):
                 xs = x[..., columns]
                 if isinstance(module, SequenceTagger):
-                    emissions = module(xs, mask)
+                    emissions = module(xs, mask, chars)
                     best, prob = module.decode(emissions, mask)
                     best, prob = best[mask], prob[mask]
                     if labels is not None:

@@ -17,7 +17,7 @@ from pipeline.training.data import prepare
 from pipeline.training.heads import HeadConfig, mix_weights, predict_heads
 from pipeline.training.loop import TrainOptions, new_trainee, train
 from pipeline.settings import SEQUENCE_KINDS, FitSettings
-from pipeline.training.sequence_fit import sequence_splits
+from pipeline.training.sequence_fit import sequence_splits, word_forms
 from pipeline.training.sequence_loop import decode_sequences
 from pipeline.training.layers import parse_fit_layers
 from pipeline.training.subword import load_word_features
@@ -39,7 +39,8 @@ def sweep(cache_dir: str, task: str, out: str | Path, **settings) -> dict:
     cache = Cache(cache_dir)
     layers = parse_fit_layers(None if s.layers.strip() == "mix" else s.layers, cache.layers)
     data = prepare(cache, task, s.val_fraction)
-    seq = sequence_splits(data) if head in SEQUENCE_KINDS else None
+    seq = sequence_splits(data, word_forms(cache, data) if s.chars else None) \
+        if head in SEQUENCE_KINDS else None
     features = load_word_features(cache, layers, seq.rows() if seq else data.rows(), subword,
                                   data.word_ids, data.example_ids, s.max_memory)
     width = cache.hidden_size
@@ -51,7 +52,7 @@ def sweep(cache_dir: str, task: str, out: str | Path, **settings) -> dict:
                             hidden=hidden if head != "linear" else 0,
                             dropout=dropout if head != "linear" else 0.0,
                             mix_layers=len(layers) if mix else 0,
-                            depth=s.depth if seq else 0, crf=s.crf)
+                            depth=s.depth if seq else 0, crf=s.crf, chars=s.chars)
         trainees.append(new_trainee(name, config, options, slice(None) if mix
                                     else slice(j * width, (j + 1) * width)))
     monitor, test = (seq.monitor, seq.test) if seq else (data.dev or data.test, data.test)
