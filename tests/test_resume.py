@@ -58,11 +58,15 @@ def test_crash_mid_run_resumes_to_identical_arrays(tiny_model, small_corpus, tmp
     written = []
     real_write = CacheWriter.write_shard
     in_order = threading.Lock()  # the writer threads take shards in turn: no race on `written`
+    killed = []
 
     def crash(self, index, data, first_example):
         with in_order:
             if index >= crash_after:
-                (out / "shards" / f".shard-{index:05d}.h5.half.tmp").write_bytes(b"\x89HDF half")
+                if not killed:  # shards queued behind the kill never start
+                    (out / "shards" / f".shard-{index:05d}.h5.half.tmp").write_bytes(
+                        b"\x89HDF half")
+                killed.append(index)
                 raise KeyboardInterrupt  # like a kill: no cleanup code of ours runs after it
             real_write(self, index, data, first_example)
             written.append(index)

@@ -10,7 +10,7 @@ import pytest
 from pipeline import api
 from pipeline.corpus import CorpusError, read_text
 from pipeline.corpus.ranges import find_cut, locate, nominal_ranges
-from pipeline.embedding import embed, run, stream
+from pipeline.embedding import batching, embed, run, stream
 from pipeline.store import Cache, CacheWriter, verify
 from test_labelled import LEXICON, SENTENCES, conllu_text
 from test_resume import arrays
@@ -171,3 +171,50 @@ def test_host_buffers_round_up_so_nearly_equal_groups_share_one():
     assert all(n <= capacity(n) <= n + n / 8 for n in sizes)
     assert all(capacity(a) <= capacity(b) for a, b in zip(sizes, sizes[1:]))
     assert len({capacity(n) for n in (365_722, 367_159, 368_257)}) == 1
+
+
+def test_parts_of_any_size_give_the_same_shards(tiny_model, tmp_path, small_ranges,
+                                                monkeypatch):
+    """A range is handed on in parts and a group runs once its shards are final (before the
+    range's last part), with the shards and arrays of handing on whole ranges."""
+    path = lines_file(tmp_path / "c.txt", 300)
+    settings = dict(model=tiny_model, shard_tokens=300, progress=False)
+    monkeypatch.setattr(batching, "GROUP_BYTES", 1)  # one shard a group
+    whole = embed(str(path), tmp_path / "whole", **settings)
+    log = []
+    real_add, real_embed = stream.OpenRange.add, stream.embed_examples
+    monkeypatch.setattr(stream, "TOKENIZE_CHUNK", 7)
+    monkeypatch.setattr(stream.OpenRange, "add", lambda self, part: log.append(
+        ("part", part.r.index, part.last)) or real_add(self, part))
+    monkeypatch.setattr(stream, "embed_examples", lambda *a, **k: log.append(
+        ("embed",)) or real_embed(*a, **k))
+    parts = embed(str(path), tmp_path / "parts", **settings)
+    assert parts["shards"] == whole["shards"] and parts["stats"]["ranges"] > 1
+    assert arrays(tmp_path / "parts") == arrays(tmp_path / "whole")
+    first_range_end = log.index(("part", 0, True))
+    assert ("embed",) in log[:first_range_end]  # its first shards ran before it was whole
+
+
+def test_background_writer_keeps_at_most_ahead_batches_unwritten():
+    from pipeline.store import BackgroundWriter
+    release = [threading.Event() for _ in range(3)]
+    written = []
+
+    class Writer:
+        def write_shard(self, index, data, first_example):
+            release[index].wait()
+            written.append(index)
+
+    with BackgroundWriter(Writer(), threads=3, ahead=2) as background:
+        background.write_shards([(0, None, 0)])
+        background.write_shards([(1, None, 0)])  # two batches unwritten: returns at once
+        third = threading.Thread(target=background.write_shards, args=([(2, None, 0)],))
+        third.start()
+        third.join(timeout=0.5)
+        assert third.is_alive() and written == []  # a third waits for the oldest batch
+        release[0].set()
+        third.join()
+        assert written == [0]
+        release[1].set()
+        release[2].set()
+    assert sorted(written) == [0, 1, 2]

@@ -6,11 +6,13 @@ shards exist already, so a resumed run batches every example exactly as an unint
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-# float16 hidden states of the shards embedded together (plan_groups); the writer may hold as
-# much again while the next group is computed
-GROUP_BYTES = 1_250_000_000
+# float16 hidden states of the shards embedded together (plan_groups): at the default
+# shard_tokens a model's shards run one by one, so the first is written early and writes
+# follow the model closely; the writer may hold two groups' worth while the next is computed
+GROUP_BYTES = 128 << 20
 
 
 def plan_shards(lengths: list[int], shard_tokens: int) -> list[tuple[int, int]]:
@@ -59,10 +61,10 @@ def token_budget_batches(lengths: list[int], max_tokens: int,
 def pad(encoded: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Examples or pieces (anything with an `input_ids` array) -> (batch, longest) input ids
     and attention mask."""
-    longest = max(len(e.input_ids) for e in encoded)
-    ids = torch.full((len(encoded), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), longest), dtype=torch.long)
+    lengths = np.array([len(e.input_ids) for e in encoded])
+    # filled in numpy: a torch row assignment costs ~30 us, a numpy one ~1 us
+    ids = np.full((len(encoded), lengths.max()), pad_id, dtype=np.int64)
     for row, e in enumerate(encoded):
-        ids[row, :len(e.input_ids)] = torch.from_numpy(e.input_ids)
-        mask[row, :len(e.input_ids)] = 1
-    return ids, mask
+        ids[row, :len(e.input_ids)] = e.input_ids
+    mask = np.arange(ids.shape[1]) < lengths[:, None]
+    return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))

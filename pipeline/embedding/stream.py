@@ -1,11 +1,15 @@
 """One process's streaming pass: its byte ranges read, parsed and tokenized ahead of the model
-in a worker thread, each range cut into shards and groups, embedded, and written behind.
+in a worker thread and handed on in parts, each range cut into shards and groups, embedded,
+and written behind.
 
-Memory holds at most RANGES_AHEAD tokenized ranges (the one being embedded and the next), the
-group's hidden states in two reused host buffers, and the shards being written: it depends
-on range_bytes and the group, never on the corpus length (`Held` counts it). Shard
-boundaries depend only on the range's tokens and shard_tokens, so a resumed run, or any
-number of ranks, cuts and batches every example exactly as one uninterrupted process.
+A group runs as soon as its shards are final: the cut is greedy, so a shard is final once
+an example after it is tokenized, and the first shard is written long before its range is
+tokenized whole. Memory holds at most RANGES_AHEAD tokenized ranges (the one being embedded
+and the next), the hidden states of WRITES_AHEAD + 1 groups in reused host buffers, and the
+shards being written: it depends on range_bytes and the group, never on the corpus length
+(`Held` counts it). Shard boundaries depend only on the range's tokens and shard_tokens, so
+a resumed run, or any number of ranks, cuts and batches every example exactly as one
+uninterrupted process.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from pipeline.store import BackgroundWriter, CacheWriter, ShardData
 
 RANGE_SHARDS = 100_000  # a shard's index: its range's index x RANGE_SHARDS + its index there
 RANGES_AHEAD = 2  # tokenized ranges held at once: the one embedded, the next one
-TOKENIZE_CHUNK = 4096  # texts per call of the Rust batch encoder (bounds its own objects)
+TOKENIZE_CHUNK = 2048  # texts per part: a call of the Rust batch encoder, handed on at once
+WRITES_AHEAD = 2  # groups being written while the next is embedded
 
 
 def range_bytes(shard_tokens: int) -> int:
@@ -54,34 +59,39 @@ class Held:
 
 @dataclass
 class Tokenized:
-    """A range's examples, tokenized: texts (n,), encoded (n,), lengths (n,) tokens each."""
+    """A part of a range's examples, tokenized: texts (n,), encoded (n,), lengths (n,) tokens
+    each; `first_example` is the part's first; `last` marks the range's last part."""
 
     r: ByteRange
     first_example: int
     texts: list[str]
     encoded: list[Encoded]
     lengths: list[int]
+    last: bool
 
 
 def tokenize_range(lm: LoadedModel, survey: Survey, r: ByteRange, reading: dict,
-                   stride: int, truncate: bool) -> Tokenized:
-    """Read, parse and tokenize one range, in chunks through the Rust batch encoder."""
+                   stride: int, truncate: bool):
+    """Read, parse and tokenize one range: yields its parts in order, TOKENIZE_CHUNK texts
+    each through the Rust batch encoder (at least one part, the last one marked)."""
     part = parse_range(read_range(r), r, **reading, first_line=survey.first_line[r.index],
                        n_columns=survey.columns[r.file_index])
-    encoded = []
-    for at in range(0, len(part.texts), TOKENIZE_CHUNK):
+    first = survey.first_example[r.index]
+    n = len(part.texts)
+    for at in range(0, max(n, 1), TOKENIZE_CHUNK):
         cut = slice(at, at + TOKENIZE_CHUNK)
-        encoded += tokenize(lm.tokenizer, part.texts[cut], lm.max_length,
-                            part.words[cut] if part.words is not None else None,
-                            word_starts=part.word_starts[cut] if part.words is not None else None,
-                            stride=stride, truncate=truncate)
-    return Tokenized(r, survey.first_example[r.index], part.texts, encoded,
-                     [len(e.input_ids) for e in encoded])
+        encoded = tokenize(lm.tokenizer, part.texts[cut], lm.max_length,
+                           part.words[cut] if part.words is not None else None,
+                           word_starts=part.word_starts[cut] if part.words is not None else None,
+                           stride=stride, truncate=truncate) if n else []
+        yield Tokenized(r, first + at, part.texts[cut], encoded,
+                        [len(e.input_ids) for e in encoded], at + TOKENIZE_CHUNK >= n)
 
 
 class Reader:
     """A worker thread tokenizing the ranges in order, at most RANGES_AHEAD held at once;
-    iterate to take them (a worker's error is raised there), `done` after each."""
+    iterate to take their parts (a worker's error is raised there), `done` after each
+    range's last part."""
 
     def __init__(self, ranges: list[ByteRange], work, held: Held):
         self.slots = threading.Semaphore(RANGES_AHEAD)
@@ -98,11 +108,11 @@ class Reader:
                 while not self.slots.acquire(timeout=0.1):
                     if self.stop.is_set():
                         return
-                if self.stop.is_set():
-                    return
-                item = work(r)
-                self.held.change(len(item.lengths), sum(item.lengths))
-                self.out.put(item)
+                for item in work(r):
+                    if self.stop.is_set():
+                        return
+                    self.held.change(len(item.lengths), sum(item.lengths))
+                    self.out.put(item)
             self.out.put(None)
         except BaseException as err:  # handed to the consumer, which raises it
             self.out.put(err)
@@ -112,10 +122,11 @@ class Reader:
             if isinstance(item, BaseException):
                 raise item
             yield item
-            item = None  # not held here while the next range is awaited
+            item = None  # not held here while the next part is awaited
 
-    def done(self, item: Tokenized) -> None:
-        self.held.change(-len(item.lengths), -sum(item.lengths))
+    def done(self, examples: int, tokens: int) -> None:
+        """A whole range (its examples and tokens) is done with."""
+        self.held.change(-examples, -tokens)
         self.slots.release()
 
     def close(self) -> None:
@@ -151,10 +162,29 @@ class Pass:
     shard_tokens: int
 
 
-def embed_range(p: Pass, item: Tokenized, background: BackgroundWriter, buffers: HostBuffers,
-                bar: TokenProgress, counts: dict) -> list[int]:
-    """Cut a tokenized range into shards and groups; embed the groups with a shard not
-    complete on disk and queue those shards for writing. Returns the range's shard indices."""
+@dataclass
+class OpenRange:
+    """A range's parts taken so far, concatenated, and how many of its groups are done."""
+
+    r: ByteRange
+    first_example: int
+    texts: list[str]
+    encoded: list[Encoded]
+    lengths: list[int]
+    groups_done: int = 0
+
+    def add(self, part: Tokenized) -> None:
+        self.texts += part.texts
+        self.encoded += part.encoded
+        self.lengths += part.lengths
+
+
+def embed_ready(p: Pass, item: OpenRange, last: bool, background: BackgroundWriter,
+                buffers: HostBuffers, bar: TokenProgress, counts: dict) -> list[int]:
+    """Cut the range's examples so far into shards and groups; embed the groups whose shards
+    are final (all, once the `last` part is in; else all but the group of the last shard,
+    which may still grow) and not complete on disk, and queue those shards for writing.
+    Returns the range's shard indices once it is whole, else []."""
     local = plan_shards(item.lengths, p.shard_tokens) if item.lengths else []
     if len(local) > RANGE_SHARDS:
         raise ModelError(f"{item.r.path}: {len(local):,} shards in bytes {item.r.start}-"
@@ -162,7 +192,12 @@ def embed_range(p: Pass, item: Tokenized, background: BackgroundWriter, buffers:
     base = item.r.index * RANGE_SHARDS
     tokens = np.cumsum([0] + item.lengths)
     shard_bytes = p.shard_tokens * len(p.layers) * p.lm.hidden_size * 2
-    for group in plan_groups(len(local), shard_bytes):
+    # a greedy cut: a shard is final once a later example opened the next one
+    final = len(local) if last else len(local) - 1
+    for group in plan_groups(len(local), shard_bytes)[item.groups_done:]:
+        if group[-1] >= final:
+            break
+        item.groups_done += 1
         missing = [i for i in group if not p.writer.existing_shard(
             base + i, item.first_example + local[i][0], local[i][1] - local[i][0],
             int(tokens[local[i][1]] - tokens[local[i][0]]), p.layers)]
@@ -175,14 +210,14 @@ def embed_range(p: Pass, item: Tokenized, background: BackgroundWriter, buffers:
                                 bar, buffers)
         shards = []
         for i in missing:
-            first, last = local[i]
-            rows = slice(tokens[first] - tokens[start], tokens[last] - tokens[start])
-            shards.append((base + i, shard_data(item.encoded[first:last], item.texts[first:last],
+            first, end = local[i]
+            rows = slice(tokens[first] - tokens[start], tokens[end] - tokens[start])
+            shards.append((base + i, shard_data(item.encoded[first:end], item.texts[first:end],
                                                 item.first_example + first,
                                                 {k: v[rows] for k, v in hidden.items()}),
                            item.first_example + first))
         background.write_shards(shards)
-    return [base + i for i in range(len(local))]
+    return [base + i for i in range(len(local))] if last else []
 
 
 def embed_ranges(p: Pass, survey: Survey, ranges: list[ByteRange], reading: dict, stride: int,
@@ -194,22 +229,28 @@ def embed_ranges(p: Pass, survey: Survey, ranges: list[ByteRange], reading: dict
     counts = {"reused_shards": 0, "shards": [], "bytes": sum(r.size for r in ranges),
               "examples": 0, "real_tokens": 0, "truncated": 0, "windowed": 0, "windows": 0}
     bar = TokenProgress(sum(survey.infos[r.index].n_examples for r in ranges), show_progress)
-    # the states of a group land in one of two reused host buffers; write_shards waits for the
-    # previous group's writes, so a buffer is free again when its turn comes back
-    buffers = HostBuffers(p.lm.device)
     reader = Reader(ranges, lambda r: tokenize_range(p.lm, survey, r, reading, stride, truncate),
                     held)
+    # a group's states land in one of WRITES_AHEAD + 1 reused host buffers: write_shards waits
+    # until at most WRITES_AHEAD groups are being written, so a buffer is free when its turn
+    # comes back
+    buffers = HostBuffers(p.lm.device, WRITES_AHEAD + 1)
+    item = None
     try:
-        with BackgroundWriter(p.writer) as background:
-            for item in reader:
-                counts["shards"] += embed_range(p, item, background, buffers, bar, counts)
-                counts["examples"] += len(item.lengths)
-                counts["real_tokens"] += sum(item.lengths)
-                counts["truncated"] += sum(e.truncated for e in item.encoded)
-                counts["windowed"] += sum(e.pieces is not None for e in item.encoded)
-                counts["windows"] += sum(len(e.pieces or ()) for e in item.encoded)
-                reader.done(item)
-                del item
+        with BackgroundWriter(p.writer, ahead=WRITES_AHEAD) as background:
+            for part in reader:
+                item = item or OpenRange(part.r, part.first_example, [], [], [])
+                item.add(part)
+                counts["examples"] += len(part.lengths)
+                counts["real_tokens"] += sum(part.lengths)
+                counts["truncated"] += sum(e.truncated for e in part.encoded)
+                counts["windowed"] += sum(e.pieces is not None for e in part.encoded)
+                counts["windows"] += sum(len(e.pieces or ()) for e in part.encoded)
+                last, part = part.last, None  # not held here while the next part is awaited
+                counts["shards"] += embed_ready(p, item, last, background, buffers, bar, counts)
+                if last:
+                    reader.done(len(item.lengths), sum(item.lengths))
+                    item = None
     finally:
         reader.close()
         bar.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Sequence
 
 import numpy as np
@@ -57,6 +58,23 @@ def word_offsets(words: Sequence[str], starts: Sequence[int] | None) -> np.ndarr
     return np.cumsum([0] + [len(w) + 1 for w in words[:-1]], dtype=np.int32)
 
 
+def flat_arrays(encodings) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Rust encodings -> per encoding (ids (n,) int32, word ids (n,) int32 with -1 for
+    specials, char spans (n, 2) int32): the values of all of them go through numpy at once,
+    as per-encoding conversions cost more than the Rust encoding itself."""
+    if not encodings:
+        return []
+    counts = [len(e) for e in encodings]
+    total = sum(counts)
+    ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), np.int32, total)
+    word_ids = np.fromiter(chain.from_iterable(e.word_ids for e in encodings), object, total)
+    word_ids = np.where(np.equal(word_ids, None), -1, word_ids).astype(np.int32)
+    spans = np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in encodings)),
+                        np.int32, 2 * total).reshape(-1, 2)
+    cuts = np.cumsum(counts)[:-1]
+    return list(zip(np.split(ids, cuts), np.split(word_ids, cuts), np.split(spans, cuts)))
+
+
 def tokenize(tokenizer, texts: list[str], max_length: int,
              words: list[tuple[str, ...]] | None = None, *,
              word_starts: list[Sequence[int] | None] | None = None, stride: int | None = None,
@@ -82,14 +100,11 @@ def tokenize(tokenizer, texts: list[str], max_length: int,
     encodings = backend.encode_batch([list(w) for w in words] if words is not None else texts,
                                      is_pretokenized=words is not None, add_special_tokens=True)
     out = []
-    for i, encoding in enumerate(encodings):
-        word_ids = np.array([-1 if w is None else w for w in encoding.word_ids], dtype=np.int32)
-        spans = np.asarray(encoding.offsets, dtype=np.int32).reshape(-1, 2)
+    for i, (ids, word_ids, spans) in enumerate(flat_arrays(encodings)):
         if words is not None and len(words[i]):
             # offsets of pre-split input count from the start of each word
             starts = word_offsets(words[i], word_starts[i] if word_starts is not None else None)
             spans = spans + np.where(word_ids >= 0, starts[np.maximum(word_ids, 0)], 0)[:, None]
-        ids = np.asarray(encoding.ids, dtype=np.int32)
         too_long = len(ids) > max_length
         if too_long and truncate:
             keep = np.r_[0:max_length - 1, len(ids) - 1]

@@ -51,28 +51,36 @@ def lower_thread_priority() -> None:
 class BackgroundWriter:
     """Writes shards on background threads while the caller computes the next ones.
 
-    The threads run at the lowest CPU priority: the model's forward pass keeps every core
-    busy and its threads wait for each other at every operation, so a writer competing at
-    equal priority stalls the whole pass; at low priority it uses what the pass leaves idle.
-    The price is memory: at most one batch of shards waits to be written, so memory holds two
+    With `low_priority` the threads run at nice 19, using only what other threads leave
+    idle. That starves them behind the tokenizer's threads, and the writes are what bounds
+    the pass whenever the model is fast (a GPU), so by default they run at normal priority.
+    Memory: at most `ahead` batches of shards wait to be written, so memory holds `ahead` + 1
     batches' worth. A write error surfaces at the next `write_shards` or at `wait`.
     """
 
-    def __init__(self, writer: "CacheWriter", threads: int = 2):
+    def __init__(self, writer: "CacheWriter", threads: int = 2, ahead: int = 1,
+                 low_priority: bool = False):
         self.writer = writer
+        self.ahead = ahead
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shard-writer",
-                                       initializer=lower_thread_priority)
-        self.pending: list[Future] = []
+                                       initializer=lower_thread_priority if low_priority
+                                       else None)
+        self.pending: list[list[Future]] = []  # per batch queued, oldest first
 
     def write_shards(self, shards: list[tuple[int, ShardData, int]]) -> None:
-        """Queue (index, data, first_example) shards; each is written whole by one thread."""
-        self.wait()
-        self.pending = [self.pool.submit(self.writer.write_shard, *shard) for shard in shards]
+        """Queue (index, data, first_example) shards; each is written whole by one thread.
+        Returns once at most `ahead` batches, this one included, are unwritten."""
+        while len(self.pending) >= self.ahead:
+            for future in self.pending.pop(0):
+                future.result()
+        self.pending.append([self.pool.submit(self.writer.write_shard, *shard)
+                             for shard in shards])
 
     def wait(self) -> None:
         pending, self.pending = self.pending, []
-        for future in pending:
-            future.result()
+        for batch in pending:
+            for future in batch:
+                future.result()
 
     def __enter__(self) -> "BackgroundWriter":
         return self
