@@ -18,7 +18,7 @@ from pipeline.corpus.ranges import ByteRange, file_size, locate, nominal_ranges
 from pipeline.corpus.survey import Survey, combine, raise_error, survey_range
 from pipeline.embedding import distributed
 from pipeline.embedding.checks import parse_layers
-from pipeline.embedding.model import (DEFAULT_MODEL, cast_model, drop_blocks_above, load_model,
+from pipeline.embedding.model import (cast_model, drop_blocks_above, load_model,
                                   resolve_dtype)
 from pipeline.embedding.stream import Pass, embed_ranges, range_bytes
 from pipeline.embedding.tokens import check_stride, window_width
