@@ -59,6 +59,31 @@ def test_char_cnn_ignores_padding_and_reads_the_first_letter():
                               cnn(torch.from_numpy(char_ids(["ba"]))))
 
 
+def test_a_chars_head_trains_the_same_weights_every_run():
+    """Repeated forms (most words of a batch) must add their gradients in a fixed order:
+    DVC checks a fitted head's bytes against dvc.lock."""
+    config = HeadConfig("bilstm", 8, 3, hidden=8, depth=1, chars=True)
+    torch.manual_seed(0)
+    head = build_head(config)
+    rng = np.random.default_rng(0)
+    forms = [str(w) for w in rng.choice(["the", "whale", "sea", "a", "Ahab"], size=(16, 40))
+             .reshape(-1)]
+    table, owner = char_table(forms)
+    x, mask = torch.randn(16, 40, 8), torch.ones(16, 40, dtype=torch.bool)
+    chars = (torch.from_numpy(table), torch.from_numpy(owner).view(16, 40))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))  # the racy kernel only races on several threads
+    try:
+        grads = []
+        for _ in range(5):
+            head.zero_grad()
+            head(x, mask, chars).square().sum().backward()
+            grads.append(head.chars.embed.weight.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
 @pytest.fixture(scope="module")
 def case_cache(tiny_model, tmp_path_factory):
     """Lines of words in random case: the tiny model's tokenizer lowercases, so only the

@@ -120,7 +120,10 @@ class SequenceTagger(nn.Module):
             if chars is None:
                 raise ValueError("this head reads character ids of each word (chars=...)")
             form_ids, form_index = chars
-            x = torch.cat([x, self.chars(form_ids)[form_index]], -1)
+            # index_select, not x[index]: the latter's CPU backward adds repeated forms'
+            # gradients in a thread-dependent order, so two runs would train different weights
+            words = self.chars(form_ids).index_select(0, form_index.reshape(-1))
+            x = torch.cat([x, words.view(*form_index.shape, -1)], -1)
         # dropout acts inside the encoder, after its projection: on the wide input it would
         # cost more than the encoder itself
         return self.out(self.dropout(self.encoder(x, mask))) + self.skip(x)
