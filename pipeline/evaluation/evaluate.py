@@ -12,7 +12,7 @@ from pipeline.evaluation.metrics import (below_lookup_warnings, lookup_by_name, 
                                          scored_rows)
 from pipeline.fingerprint import check_head_fits_cache, check_head_width
 from pipeline.store import Cache, CacheError
-from pipeline.training.rows import example_rows, row_types, task_labels
+from pipeline.training.rows import example_rows, row_types, task_labels, word_forms
 from pipeline.evaluation.spans import span_metrics
 from pipeline.training.decode import decode_words
 from pipeline.training.examples import Sequences
@@ -51,8 +51,7 @@ def evaluate(head_dir: str, cache_dir: str, device: str = "auto",
     features = load_word_features(cache, head.layers, read, head.subword, word_ids, example_ids)
     forms = None
     if head.config.chars:  # the head also reads each word's spelling
-        token_forms = tasks.token_words(cache.texts(), word_ids, example_ids,
-                                        cache.read("char_spans"))
+        token_forms = word_forms(cache, word_ids, example_ids)
         forms = [token_forms[row] for row in read.tolist()]
     y_read, _ = decode_words(head, features, read, example_ids[read], resolve_device(device),
                              forms)

@@ -22,8 +22,8 @@ from pipeline.training.atomic_dir import check_target
 from pipeline.training.heads import (HEAD_DIR_FILES, HeadConfig, SavedHead, mix_weights,
                                      predict_rows)
 from pipeline.training.loop import TrainOptions, new_trainee, train
-from pipeline.training.sequence_fit import (SequenceSplits, probe_trainee, sequence_splits,
-                                            word_forms)
+from pipeline.training.rows import word_forms
+from pipeline.training.sequence_fit import SequenceSplits, probe_trainee, sequence_splits
 from pipeline.training.sequence_loop import decode_sequences
 from pipeline.settings import SEQUENCE_KINDS, FitSettings
 from pipeline.training.layers import parse_head_layers
@@ -56,8 +56,8 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
     layer_list, mix = parse_head_layers(s.layers, cache.layers)
     data = prepare(cache, task, s.val_fraction)
     sequence = head in SEQUENCE_KINDS
-    seq = sequence_splits(data, word_forms(cache, data) if s.chars else None) \
-        if sequence else None
+    forms = word_forms(cache, data.word_ids, data.example_ids) if s.chars else None
+    seq = sequence_splits(data, forms) if sequence else None
     features = load_word_features(cache, layer_list, seq.rows() if seq else data.rows(), subword,
                                   data.word_ids, data.example_ids, s.max_memory)
     config = HeadConfig(head, features.in_features, len(data.label_names),

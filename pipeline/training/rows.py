@@ -1,6 +1,7 @@
 """Per-row facts of a cache for a task, read and never written: labels (computed in memory
 when the cache does not store them), each row's type for the lookup baseline, the rows of a
-range of examples. Nothing here depends on evaluation, so that evaluate can use it."""
+range of examples, each row's word form. Nothing here depends on evaluation, so that
+evaluate can use it."""
 
 from __future__ import annotations
 
@@ -36,3 +37,10 @@ def row_types(cache: Cache, level: str, word_ids: np.ndarray, example_ids: np.nd
 def example_rows(example_ids: np.ndarray, first: int, n: int) -> np.ndarray:
     """Token rows of examples first .. first + n - 1."""
     return np.flatnonzero((example_ids >= first) & (example_ids < first + n))
+
+
+def word_forms(cache: Cache, word_ids: np.ndarray, example_ids: np.ndarray
+               ) -> list[str | None]:
+    """The (n_tokens,) word form of every cache row (None for special tokens), from the
+    cache's (n_tokens,) word and example ids, for heads that read each word's characters."""
+    return tasks.token_words(cache.texts(), word_ids, example_ids, cache.read("char_spans"))

@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pipeline import tasks
-from pipeline.store import Cache
 from pipeline.training.data import EvalSplit, TaskData
 from pipeline.training.examples import Sequences
 from pipeline.training.heads import HeadConfig
@@ -38,13 +37,6 @@ def word_split(split: EvalSplit, first: np.ndarray) -> EvalSplit:
     """`split` without the rows that do not start a word ((n_tokens,) bool `first`)."""
     keep = first[split.rows]
     return replace(split, rows=split.rows[keep], y=split.y[keep], words=split.words[keep])
-
-
-def word_forms(cache: Cache, data: TaskData) -> list[str | None]:
-    """The (n_tokens,) word form of every cache row (None for special tokens), for heads
-    that read each word's characters."""
-    return tasks.token_words(cache.texts(), data.word_ids, data.example_ids,
-                             cache.read("char_spans"))
 
 
 def sequence_splits(data: TaskData, forms: list[str | None] | None = None) -> SequenceSplits:

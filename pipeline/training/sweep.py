@@ -17,7 +17,8 @@ from pipeline.training.data import prepare
 from pipeline.training.heads import HeadConfig, mix_weights, predict_heads
 from pipeline.training.loop import TrainOptions, new_trainee, train
 from pipeline.settings import SEQUENCE_KINDS, FitSettings
-from pipeline.training.sequence_fit import sequence_splits, word_forms
+from pipeline.training.rows import word_forms
+from pipeline.training.sequence_fit import sequence_splits
 from pipeline.training.sequence_loop import decode_sequences
 from pipeline.training.layers import parse_fit_layers
 from pipeline.training.subword import load_word_features
@@ -39,8 +40,8 @@ def sweep(cache_dir: str, task: str, out: str | Path, **settings) -> dict:
     cache = Cache(cache_dir)
     layers = parse_fit_layers(None if s.layers.strip() == "mix" else s.layers, cache.layers)
     data = prepare(cache, task, s.val_fraction)
-    seq = sequence_splits(data, word_forms(cache, data) if s.chars else None) \
-        if head in SEQUENCE_KINDS else None
+    forms = word_forms(cache, data.word_ids, data.example_ids) if s.chars else None
+    seq = sequence_splits(data, forms) if head in SEQUENCE_KINDS else None
     features = load_word_features(cache, layers, seq.rows() if seq else data.rows(), subword,
                                   data.word_ids, data.example_ids, s.max_memory)
     width = cache.hidden_size
