@@ -32,10 +32,12 @@ def test_every_setting_is_an_option_of_its_command():
 
 def test_the_repository_params_yaml_is_valid():
     for section in ("corpus", "embed", "ewt_corpus", "ewt_embed", "heads.moby_linear",
-                    "heads.ewt_mlp", "heads.ewt_bilstm"):
+                    "heads.moby_mlp", "heads.moby_bilstm", "heads.ewt_bilstm"):
         load_section(section, ROOT / "params.yaml")
-    assert load_section("heads.ewt_mlp", ROOT / "params.yaml").head == "mlp"
-    assert load_section("heads.ewt_bilstm", ROOT / "params.yaml").head == "bilstm"
+    assert load_section("heads.moby_mlp", ROOT / "params.yaml").head == "mlp"
+    bilstm = load_section("heads.ewt_bilstm", ROOT / "params.yaml")
+    assert bilstm.head == "bilstm" and bilstm.chars is True
+    assert load_section("heads.moby_bilstm", ROOT / "params.yaml").layers == "0"
 
 
 def test_settings_round_trip_cli_params_and_api(tmp_path, monkeypatch):
