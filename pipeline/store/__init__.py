@@ -28,14 +28,13 @@ from pipeline.store.lock import CacheLock
 from pipeline.store.manifest import read_manifest, update_manifest
 from pipeline.store.reader import Cache
 from pipeline.store.verify import verify
-from pipeline.store.writer import (BackgroundWriter, CacheWriter, ShardData,
-                                   lower_thread_priority)
+from pipeline.store.writer import BackgroundWriter, CacheWriter, ShardData
 
 __all__ = [
     "DIGEST", "FORMAT_VERSION", "IGNORE", "LABEL_WAIT", "LOCK", "MANIFEST", "MAX_LABELS",
     "TOKEN_ARRAYS", "VOCAB", "BackgroundWriter", "Cache", "CacheError", "CacheLock",
     "CacheWriter", "ShardData", "array_digest", "atomic_write", "atomic_write_h5",
     "atomic_write_json", "check_out_dir", "check_task_name",
-    "info", "is_disk_full", "layer_key", "lower_thread_priority", "read_json", "read_manifest",
+    "info", "is_disk_full", "layer_key", "read_json", "read_manifest",
     "remove_temp_files", "sha256_file", "shard_problems", "update_manifest", "verify",
 ]

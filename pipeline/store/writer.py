@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,31 +38,18 @@ class ShardData:
         return len(self.input_ids)
 
 
-def lower_thread_priority() -> None:
-    """Run the calling thread at the lowest CPU priority (nice 19), where the OS allows it."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):  # not Linux, or not permitted: stay at normal priority
-        pass
-
-
 class BackgroundWriter:
     """Writes shards on background threads while the caller computes the next ones.
 
-    With `low_priority` the threads run at nice 19, using only what other threads leave
-    idle. That starves them behind the tokenizer's threads, and the writes are what bounds
-    the pass whenever the model is fast (a GPU), so by default they run at normal priority.
-    Memory: at most `ahead` batches of shards wait to be written, so memory holds `ahead` + 1
+    They run at normal priority: at nice 19 they starved behind the tokenizer's threads, and
+    the writes are what bounds the pass whenever the model is fast (a GPU). Memory: at most `ahead` batches of shards wait to be written, so memory holds `ahead` + 1
     batches' worth. A write error surfaces at the next `write_shards` or at `wait`.
     """
 
-    def __init__(self, writer: "CacheWriter", threads: int = 2, ahead: int = 1,
-                 low_priority: bool = False):
+    def __init__(self, writer: "CacheWriter", threads: int = 2, ahead: int = 1):
         self.writer = writer
         self.ahead = ahead
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shard-writer",
-                                       initializer=lower_thread_priority if low_priority
-                                       else None)
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shard-writer")
         self.pending: list[list[Future]] = []  # per batch queued, oldest first
 
     def write_shards(self, shards: list[tuple[int, ShardData, int]]) -> None:
