@@ -142,3 +142,19 @@ def test_chars_need_a_sequence_head(case_cache, tmp_path):
                                        "--head", "linear", "--chars"])
     assert result.exit_code == 1 and result.output.startswith("Error: ")
     assert "chars" in result.output and not (tmp_path / "h").exists()
+
+
+@pytest.mark.parametrize("kind", ["bilstm", "attention"])
+def test_character_features_join_the_cached_ones_as_one_concatenated_input(kind):
+    """The projections read [cached features, character features] without building the
+    concatenation (sequence.joined_linear): same emissions as on the concatenation."""
+    torch.manual_seed(0)
+    config = HeadConfig(kind=kind, in_features=40, n_labels=5, hidden=16, depth=2, chars=True)
+    head = build_head(config).eval()
+    x, mask = torch.randn(3, 7, 40), torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    ids = torch.randint(3, 50, (4, MAX_CHARS))
+    index = torch.randint(0, 4, (3, 7))
+    joined = torch.cat([x, head.chars(ids).index_select(0, index.reshape(-1)).view(3, 7, -1)], -1)
+    on_concatenation = head.out(head.encoder(joined, mask)) + head.skip(joined)
+    assert torch.allclose(head(x, mask, (ids, index)), on_concatenation, atol=1e-5)

@@ -21,10 +21,22 @@ from pipeline.training.chars import CharCNN
 from pipeline.training.crf import CRF
 
 
+def joined_linear(linear: nn.Linear, x: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+    """linear(cat([x, extra], -1)) without building the concatenation: (..., width) cached
+    features, which need no gradient, and (..., extra_width) trained ones (or None). On the
+    concatenation autograd would compute a gradient for every wide cached column too."""
+    if extra is None:
+        return linear(x)
+    width = x.shape[-1]
+    return (nn.functional.linear(x, linear.weight[:, :width], linear.bias)
+            + nn.functional.linear(extra, linear.weight[:, width:]))
+
+
 class BiLSTM(nn.Module):
     """(B, T, width) -> (B, T, 2 * hidden): a linear projection to `hidden` (shared by both
     directions, so wide concatenated layers cost one small matmul), then `depth` stacked
-    bidirectional LSTM layers."""
+    bidirectional LSTM layers. `extra`, (B, T, extra_width) or None, holds the trailing
+    input columns (see joined_linear)."""
 
     def __init__(self, width: int, hidden: int, depth: int, dropout: float):
         super().__init__()
@@ -38,14 +50,15 @@ class BiLSTM(nn.Module):
             for i in range(depth))
         self.between = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
         # padding sits at the end of each row: the forward direction never reads it before a
         # real word, and the backward one runs on each example reversed within its length,
         # several times faster on a CPU than packed sequences
         lengths = mask.sum(1, keepdim=True)
         steps = torch.arange(x.shape[1], device=x.device)[None, :]
         flip = torch.where(mask, lengths - 1 - steps, steps)[:, :, None]
-        h = self.project(x)
+        h = joined_linear(self.project, x, extra)
         for ahead, back in zip(self.forward_layers, self.backward_layers):
             h = self.between(h)
             index = flip.expand(-1, -1, h.shape[-1])
@@ -67,7 +80,8 @@ def sinusoids(length: int, width: int, device: torch.device) -> torch.Tensor:
 
 class Attention(nn.Module):
     """(B, T, width) -> (B, T, hidden): a projection plus sinusoidal positions, then `depth`
-    pre-norm transformer blocks of ATTENTION_HEADS heads over the example's words."""
+    pre-norm transformer blocks of ATTENTION_HEADS heads over the example's words; `extra` as
+    for BiLSTM."""
 
     def __init__(self, width: int, hidden: int, depth: int, dropout: float):
         super().__init__()
@@ -81,8 +95,9 @@ class Attention(nn.Module):
             for _ in range(depth))
         self.norm = nn.LayerNorm(hidden)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(self.project(x)) + sinusoids(x.shape[1], self.out_features, x.device)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.dropout(joined_linear(self.project, x, extra)) + sinusoids(x.shape[1], self.out_features, x.device)
         for block in self.blocks:
             h = block(h, src_key_padding_mask=~mask)
         return self.norm(h)
@@ -123,10 +138,14 @@ class SequenceTagger(nn.Module):
             # index_select, not x[index]: the latter's CPU backward adds repeated forms'
             # gradients in a thread-dependent order, so two runs would train different weights
             words = self.chars(form_ids).index_select(0, form_index.reshape(-1))
-            x = torch.cat([x, words.view(*form_index.shape, -1)], -1)
-        # dropout acts inside the encoder, after its projection: on the wide input it would
-        # cost more than the encoder itself
-        return self.out(self.dropout(self.encoder(x, mask))) + self.skip(x)
+            words = words.view(*form_index.shape, -1)
+        else:
+            words = None
+        # the character features join the wide cached ones inside the projections
+        # (joined_linear), and dropout acts after the encoder's projection: on the wide input
+        # either would cost more than the encoder itself
+        return (self.out(self.dropout(self.encoder(x, mask, words)))
+                + joined_linear(self.skip, x, words))
 
     def loss(self, emissions: torch.Tensor, labels: torch.Tensor,
              mask: torch.Tensor) -> torch.Tensor:
