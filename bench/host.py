@@ -11,7 +11,11 @@ width at no cost: every forward returns views of one preallocated float16 tensor
 - the implied ceiling: min(tokenizer rate, disk bandwidth / bytes per token), bytes per token
   being 2 x width x layers (float16 states) plus the per-token arrays (input_ids, word_ids,
   example_ids int32, char_spans 2 x int32);
-- host_ceiling_ratio_{1_layer,13_layers}: the whole call's tokens/s over that ceiling.
+- host_ceiling_ratio_{1_layer,13_layers}: the whole call's tokens/s over that ceiling;
+- the process's CPU time during each call (user + system, all threads): the cores it kept
+  busy on average and the core microseconds per token, beside the tokenizer's own core time
+  per token. On a machine with few cores the ceiling counts the tokenizer on all of them,
+  which the rest of the call needs as well: these show how much of them the call used.
 
 `--quick` (for the test suite) reads a slice of the corpus and writes a small disk test.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -85,13 +90,21 @@ def disk_bandwidth(folder: Path, n_bytes: int) -> dict:
             "bytes_per_second": round(written / max(seconds, 1e-9), 1)}
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far, every thread included (the Rust
+    tokenizer's and the writers' too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def tokenizer_rate(tokenizer, texts: list[str], max_length: int) -> dict:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     encoded = tokenize(tokenizer, texts, max_length)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     tokens = sum(len(e.input_ids) for e in encoded)
     return {"tokens": tokens, "seconds": round(seconds, 3),
-            "tokens_per_second": round(tokens / max(seconds, 1e-9), 1)}
+            "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+            "core_us_per_token": round(1e6 * cpu / max(tokens, 1), 2)}
 
 
 def whole_call(corpus: str, out: Path, lm: LoadedModel, layers: str) -> dict:
@@ -99,9 +112,9 @@ def whole_call(corpus: str, out: Path, lm: LoadedModel, layers: str) -> dict:
     real_load = embed_run.load_model
     embed_run.load_model = lambda *args, **kwargs: lm
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         manifest = embed_run.embed(corpus, out, layers=layers, dtype="float32", progress=False)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     finally:
         embed_run.load_model = real_load
     tokens = manifest["n_tokens"]
@@ -109,6 +122,8 @@ def whole_call(corpus: str, out: Path, lm: LoadedModel, layers: str) -> dict:
     shutil.rmtree(out)
     return {"layers": len(manifest["fingerprint"]["layers"]), "tokens": tokens,
             "seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 1),
+            "cpu_seconds": round(cpu, 3), "cores_busy": round(cpu / seconds, 2),
+            "core_us_per_token": round(1e6 * cpu / max(tokens, 1), 2),
             "survey_seconds": manifest["run"]["survey_seconds"],
             "embed_seconds": manifest["run"]["embed_seconds"], "disk_bytes": disk,
             "disk_bytes_per_token": round(disk / max(tokens, 1), 1)}
@@ -139,8 +154,10 @@ def measure(corpus: str, workdir: Path, width: int, disk_mb: int, tokenizer_path
 
 
 def table(r: dict) -> str:
-    lines = [f"host path, width {r['width']}, {r['examples']:,} examples",
-             f"tokenizer alone        {r['tokenizer']['tokens_per_second']:>14,.0f} tokens/s",
+    lines = [f"host path, width {r['width']}, {r['examples']:,} examples, "
+             f"{os.cpu_count()} cores",
+             f"tokenizer alone        {r['tokenizer']['tokens_per_second']:>14,.0f} tokens/s "
+             f"({r['tokenizer']['core_us_per_token']:.2f} core us per token)",
              f"disk sequential write  {r['disk']['bytes_per_second'] / 1e6:>14,.1f} MB/s "
              f"({r['disk']['bytes'] / 1e6:,.0f} MB + fsync)",
              f"{'':22} {'1 layer':>14} {'13 layers':>14}"]
@@ -148,7 +165,9 @@ def table(r: dict) -> str:
             ("bytes per token", "bytes_per_token", ",d"),
             ("disk-bound tokens/s", "disk_bound_tokens_per_second", ",.0f"),
             ("ceiling tokens/s", "ceiling_tokens_per_second", ",.0f"),
-            ("whole call / ceiling", "ceiling_ratio", ".3f"))
+            ("whole call / ceiling", "ceiling_ratio", ".3f"),
+            ("cores busy (average)", "cores_busy", ".2f"),
+            ("core us per token", "core_us_per_token", ".2f"))
     for label, key, spec in rows:
         lines.append(f"{label:22} {format(r['1_layer'][key], spec):>14} "
                      f"{format(r['13_layers'][key], spec):>14}")

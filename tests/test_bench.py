@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_KEYS = ("embed_speedup", "fit_speedup", "time_to_reference_accuracy_ratio",
                  "accuracy_at_reference_time", "fit_peak_rss_mb", "fit_layers_mb")
@@ -84,6 +86,12 @@ def test_quick_host_benchmark_reports_every_figure(small_corpus, tmp_path):
         assert run["ceiling_tokens_per_second"] == min(
             results["tokenizer"]["tokens_per_second"], run["disk_bound_tokens_per_second"])
         assert results[f"host_ceiling_ratio_{name}"] == run["ceiling_ratio"] > 0
+        # from the rounded seconds of a call this short, only to within a few percent
+        assert run["cores_busy"] == pytest.approx(run["cpu_seconds"] / run["seconds"], rel=0.05)
+        assert run["core_us_per_token"] == pytest.approx(
+            1e6 * run["cpu_seconds"] / run["tokens"], rel=0.05)
     assert not list((tmp_path / "w").glob("cache-*"))  # the caches and disk test are removed
     assert not list((tmp_path / "w").glob(".bench-host-*"))
-    assert "whole call / ceiling" in done.stdout
+    assert results["tokenizer"]["core_us_per_token"] >= 0
+    for line in ("whole call / ceiling", "cores busy (average)", "core us per token"):
+        assert line in done.stdout
