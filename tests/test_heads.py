@@ -36,8 +36,10 @@ def test_word_mean_averages_each_words_subtokens():
         def batch(self, rows, device="cpu"):
             return torch.tensor(rows, dtype=torch.float32)[:, None]
 
-    pooled = WordMean(Rows(), word_ids, example_ids).batch(np.array([2, 7, 0]))
-    assert pooled[:, 0].tolist() == [3.0, 7.5, 0.0]
+    pooled = WordMean(Rows(), word_ids, example_ids)
+    assert pooled.batch(np.array([2, 7, 0]))[:, 0].tolist() == [3.0, 7.5, 0.0]
+    assert pooled.batch(np.array([1, 0]))[:, 0].tolist() == [1.0, 0.0]  # one subtoken each
+    assert pooled.batch(np.array([8, 3]))[:, 0].tolist() == [7.5, 3.0]  # several each
 
 
 def test_mix_head_weights_are_a_softmax_over_layers():
