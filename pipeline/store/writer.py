@@ -42,8 +42,9 @@ class BackgroundWriter:
     """Writes shards on background threads while the caller computes the next ones.
 
     They run at normal priority: at nice 19 they starved behind the tokenizer's threads, and
-    the writes are what bounds the pass whenever the model is fast (a GPU). Memory: at most `ahead` batches of shards wait to be written, so memory holds `ahead` + 1
-    batches' worth. A write error surfaces at the next `write_shards` or at `wait`.
+    the writes are what bounds the pass whenever the model is fast (a GPU). Memory: at most
+    `ahead` batches of shards wait to be written, so memory holds `ahead` + 1 batches' worth.
+    A write error surfaces at the next `write_shards` or at `wait`.
     """
 
     def __init__(self, writer: "CacheWriter", threads: int = 2, ahead: int = 1):

@@ -97,7 +97,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
                 extra: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.dropout(joined_linear(self.project, x, extra)) + sinusoids(x.shape[1], self.out_features, x.device)
+        h = self.dropout(joined_linear(self.project, x, extra))
+        h = h + sinusoids(x.shape[1], self.out_features, x.device)
         for block in self.blocks:
             h = block(h, src_key_padding_mask=~mask)
         return self.norm(h)
@@ -142,8 +143,8 @@ class SequenceTagger(nn.Module):
         else:
             words = None
         # the character features join the wide cached ones inside the projections
-        # (joined_linear), and dropout acts after the encoder's projection: on the wide input
-        # either would cost more than the encoder itself
+        # (joined_linear), and dropout acts inside the encoder, after its projection: a
+        # concatenation or dropout on the wide input would cost more than the encoder itself
         return (self.out(self.dropout(self.encoder(x, mask, words)))
                 + joined_linear(self.skip, x, words))
 
