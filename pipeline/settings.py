@@ -162,6 +162,10 @@ class FitSettings(Settings):
     chars: StrictBool = Field(False, description=(
         "A bilstm or attention head also reads each word's spelling through a small "
         "character CNN (case and unseen words, which the uncased tokenizer loses)."))
+    ensemble: int = Field(1, ge=1, le=16, description=(
+        "A bilstm or attention head made of this many copies, each from its own random start, "
+        "trained side by side in the same pass over the cache; it labels by their mean "
+        "probabilities."))
     subword: Literal["first", "mean"] = Field("first", description=(
         "A word's features: its first subtoken's, or the mean over its subtokens."))
     epochs: int = Field(10, ge=1, le=10_000, description=(
@@ -208,6 +212,9 @@ class FitSettings(Settings):
         if self.chars and self.head not in SEQUENCE_KINDS:
             raise ValueError("chars: character features go into a sequence head (--head bilstm "
                              "or attention)")
+        if self.ensemble > 1 and self.head not in SEQUENCE_KINDS:
+            raise ValueError("ensemble: an ensemble is made of sequence heads (--head bilstm or "
+                             "attention)")
         if self.head == "attention" and self.hidden % ATTENTION_HEADS:
             raise ValueError(f"hidden: an attention head needs a multiple of {ATTENTION_HEADS} "
                              f"(its attention heads), got {self.hidden}")

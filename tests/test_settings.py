@@ -93,6 +93,9 @@ def test_a_typo_in_another_section_fails_before_any_stage_runs(tmp_path):
     (["embed", "c", "--out", "o", "--encoding", "base64"], "is not a text encoding"),
     (["embed", "c", "--out", "o", "--stride", "0"], "stride: Input should be greater"),
     (["fit", "c", "--out", "o", "--no-such-option"], "No such option '--no-such-option'"),
+    (["fit", "c", "--out", "o", "--ensemble", "3"], "ensemble: an ensemble is made of sequence"),
+    (["fit", "c", "--out", "o", "--head", "bilstm", "--ensemble", "0"],
+     "ensemble: Input should be greater than or equal to 1"),
 ])
 def test_bad_options_are_one_line_errors_before_any_work(args, message):
     result = CliRunner().invoke(main, args)

@@ -64,7 +64,8 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
                         hidden=s.hidden if head != "linear" else 0,
                         dropout=s.dropout if head != "linear" else 0.0,
                         mix_layers=len(layer_list) if mix else 0,
-                        depth=s.depth if sequence else 0, crf=s.crf, chars=s.chars)
+                        depth=s.depth if sequence else 0, crf=s.crf, chars=s.chars,
+                        ensemble=s.ensemble)
     torch.manual_seed(s.seed)
     trainee = new_trainee("head", config, options)
     trainees = [trainee, probe_trainee(config, options)] if seq else [trainee]

@@ -20,7 +20,7 @@ from pipeline.store import read_json
 from pipeline.store.manifest import FINGERPRINT_SPEC, TASK_NAME
 from pipeline.training.atomic_dir import write_dir
 from pipeline.training.features import FeatureSource
-from pipeline.training.sequence import SequenceTagger
+from pipeline.training.sequence import SequenceTagger, TaggerEnsemble
 from pipeline.settings import HEAD_KINDS, SEQUENCE_KINDS
 from pipeline.training.subword import SUBWORD_MODES
 
@@ -42,6 +42,7 @@ class HeadConfig:
     depth: int = 0  # sequence heads: BiLSTM layers or attention blocks (0: a row head)
     crf: bool = False  # sequence heads: a CRF over the label path
     chars: bool = False  # sequence heads: character features of each word (training.chars)
+    ensemble: int = 1  # sequence heads: members trained side by side, probabilities averaged
 
 
 def is_sequence(config: HeadConfig) -> bool:
@@ -69,8 +70,9 @@ def build_head(config: HeadConfig) -> nn.Module:
         raise PipelineError(f"unknown head {config.kind!r}; choose one of {', '.join(HEAD_KINDS)}")
     width = config.in_features // config.mix_layers if config.mix_layers else config.in_features
     if is_sequence(config):
-        return SequenceTagger(config, ScalarMix(config.mix_layers) if config.mix_layers else None,
-                              width)
+        members = [SequenceTagger(config, ScalarMix(config.mix_layers) if config.mix_layers
+                                  else None, width) for _ in range(config.ensemble)]
+        return members[0] if config.ensemble == 1 else TaggerEnsemble(members)
     if config.kind == "linear":
         body = nn.Linear(width, config.n_labels)
     else:
@@ -92,6 +94,9 @@ def head_logits(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def mix_weights(module: nn.Module) -> list[float] | None:
     """The softmax layer weights of a mix head, in layer order; None for other heads."""
+    if isinstance(module, TaggerEnsemble):  # the members' mean
+        weights = [mix_weights(member) for member in module.members]
+        return None if weights[0] is None else [round(sum(w) / len(w), 6) for w in zip(*weights)]
     mix = (module.mix if isinstance(module, SequenceTagger)
            else module[0] if isinstance(module, nn.Sequential) else None)
     if isinstance(mix, ScalarMix):
@@ -170,7 +175,7 @@ def _write_json(path: Path, obj) -> None:
 CONFIG_SPEC = {"kind": Text(choices=HEAD_KINDS), "in_features": Int(min=1),
                "n_labels": Int(min=1), "hidden": Int(min=0), "dropout": Number(min=0, below=1),
                "mix_layers": Int(min=0), "depth": Optional(Int(min=0)), "crf": Optional(bool),
-               "chars": Optional(bool)}
+               "chars": Optional(bool), "ensemble": Optional(Int(min=1))}
 META_SPEC = {"head": CONFIG_SPEC, "task": Text(pattern=TASK_NAME, what="a task name"),
              "label_names": [str], "layers": [Int(min=0)], "fingerprint": FINGERPRINT_SPEC,
              "majority_label": Int(min=0), "subword": Text(choices=SUBWORD_MODES)}
@@ -237,6 +242,8 @@ def _build_described(path: Path, meta: dict, lookup: dict) -> tuple[HeadConfig, 
         if config.get("crf") and config["kind"] not in SEQUENCE_KINDS
         else "head.chars needs a sequence head"
         if config.get("chars") and config["kind"] not in SEQUENCE_KINDS
+        else "head.ensemble needs a sequence head"
+        if config.get("ensemble", 1) > 1 and config["kind"] not in SEQUENCE_KINDS
         else "the lookup table (lookup.json) has types and labels of different lengths"
         if len(lookup["types"]) != len(lookup["labels"])
         else "the lookup table (lookup.json) has a label past head.n_labels"

@@ -1,6 +1,7 @@
 """Sequence heads: they read the words of one example at a time, padded into a batch, and
 label each word from its context. A BiLSTM (the Flair-style tagger) or a few small
-self-attention blocks, optionally under a linear-chain CRF (training.crf).
+self-attention blocks, optionally under a linear-chain CRF (training.crf); one, or an ensemble
+of several read as one head (TaggerEnsemble).
 
 Input is (batch, length, in_features) word features with a (batch, length) bool mask of the
 real words; output (batch, length, n_labels) float32 emissions (logits, or a CRF's unary
@@ -164,3 +165,36 @@ class SequenceTagger(nn.Module):
         if self.crf is not None:
             return self.crf.viterbi(emissions, mask), self.crf.marginals(emissions, mask)
         return emissions.argmax(-1), emissions.softmax(-1)
+
+
+class TaggerEnsemble(nn.Module):
+    """Several SequenceTaggers of one config (`--ensemble N`), each from its own random start,
+    read as one head: a deep ensemble (Lakshminarayanan et al., 2017, arXiv:1612.01474).
+    Emissions are (N, B, T, n_labels), one slice per member. Each member trains on its own loss;
+    the ensemble labels by the members' mean probabilities, which under a CRF are the
+    per-word marginals (so the labels are each word's best, not one Viterbi path)."""
+
+    def __init__(self, members: list[SequenceTagger]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                chars: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        return torch.stack([member(x, mask, chars) for member in self.members])
+
+    def loss(self, emissions: torch.Tensor, labels: torch.Tensor,
+             mask: torch.Tensor) -> torch.Tensor:
+        """The members' mean summed loss: each member's gradient is that of its own loss (the
+        1/N scale does not change an AdamW step), and the figure compares with one head's."""
+        return torch.stack([member.loss(own, labels, mask)
+                            for member, own in zip(self.members, emissions)]).mean()
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) argmax of the mean probabilities, and those (B, T, n_labels) probabilities."""
+        probabilities = torch.stack([member.decode(own, mask)[1]
+                                     for member, own in zip(self.members, emissions)]).mean(0)
+        return probabilities.argmax(-1), probabilities
+
+
+SEQUENCE_MODULES = (SequenceTagger, TaggerEnsemble)  # what reads whole examples

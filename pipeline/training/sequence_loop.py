@@ -15,7 +15,7 @@ from pipeline import tasks
 from pipeline.training.examples import Sequences
 from pipeline.training.features import FeatureSource
 from pipeline.training.heads import head_logits
-from pipeline.training.sequence import SequenceTagger
+from pipeline.training.sequence import SEQUENCE_MODULES
 
 
 def batch_loss(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor,
@@ -24,7 +24,7 @@ def batch_loss(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, y: torch.
     """Summed loss of one head on a padded batch ((B, T, F) x, (B, T) mask and labels, (n,)
     labels of the real words, the words' characters (Sequences.gather_chars) or None), and a
     sequence head's emissions (None for a row head)."""
-    if isinstance(module, SequenceTagger):
+    if isinstance(module, SEQUENCE_MODULES):
         emissions = module(x, mask, chars)
         return module.loss(emissions, y, mask), emissions
     logits = head_logits(module, x[mask])
@@ -104,7 +104,7 @@ def decode_sequences(heads: list[tuple[nn.Module, slice]], features: FeatureSour
                 n_labelled += int((flat_y != tasks.IGNORE).sum())
             for i, (module, columns) in enumerate(heads):
                 xs = x[..., columns]
-                if isinstance(module, SequenceTagger):
+                if isinstance(module, SEQUENCE_MODULES):
                     emissions = module(xs, mask, chars)
                     best, prob = module.decode(emissions, mask)
                     best, prob = best[mask], prob[mask]

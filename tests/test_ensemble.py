@@ -1,0 +1,74 @@
+"""Ensembles of sequence heads (`--ensemble N`): members that start apart, each trained on its
+own loss, read as one head by their mean probabilities; saved, loaded and scored as one."""
+
+import json
+
+import pytest
+import torch
+
+from pipeline.evaluation import evaluate
+from pipeline.training import HeadConfig, build_head, fit, load_head
+from pipeline.training.sequence import TaggerEnsemble
+from test_sequence_heads import FAST, seq_cache  # noqa: F401 (the module's cache fixture)
+
+
+def _batch(n_features: int = 8):
+    torch.manual_seed(1)
+    x = torch.randn(2, 6, n_features)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    labels = torch.randint(0, 5, (2, 6)).masked_fill(~mask, -100)
+    return x, mask, labels
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_an_ensemble_labels_by_its_members_mean_probabilities(crf):
+    torch.manual_seed(0)
+    module = build_head(HeadConfig("bilstm", 8, 5, hidden=4, depth=1, crf=crf, ensemble=3)).eval()
+    assert isinstance(module, TaggerEnsemble) and len(module.members) == 3
+    first, second = (m.encoder.project.weight for m in module.members[:2])
+    assert not torch.equal(first, second)  # each member starts from its own random weights
+    x, mask, _ = _batch()
+    with torch.no_grad():
+        emissions = module(x, mask)
+        labels, probabilities = module.decode(emissions, mask)
+        alone = [m.decode(m(x, mask), mask)[1] for m in module.members]
+    assert emissions.shape == (3, 2, 6, 5)
+    expected = torch.stack(alone).mean(0)
+    assert torch.allclose(probabilities, expected)
+    assert torch.equal(labels, expected.argmax(-1))
+    assert not torch.allclose(alone[0], alone[1])
+
+
+def test_each_member_learns_from_its_own_loss():
+    torch.manual_seed(0)
+    module = build_head(HeadConfig("bilstm", 8, 5, hidden=4, depth=1, ensemble=2)).eval()
+    x, mask, labels = _batch()
+    module.loss(module(x, mask), labels, mask).backward()
+    together = [p.grad.clone() for p in module.members[0].parameters()]
+    module.zero_grad()
+    member = module.members[0]
+    (member.loss(member(x, mask), labels, mask) / 2).backward()
+    assert all(torch.allclose(a, p.grad) for a, p in zip(together, member.parameters()))
+    assert all(p.grad is None or not p.grad.any() for p in module.members[1].parameters())
+
+
+def test_an_ensemble_fits_saves_loads_and_scores_as_one_head(seq_cache, tmp_path):  # noqa: F811
+    metrics = fit(str(seq_cache), "first_letter", tmp_path / "head", head="bilstm", ensemble=2,
+                  **FAST)
+    assert metrics["word_accuracy"] > 0.8
+    saved = json.loads((tmp_path / "head" / "head.json").read_text())
+    assert saved["head"]["ensemble"] == 2 and saved["fit"]["ensemble"] == 2
+    loaded = load_head(tmp_path / "head")
+    assert isinstance(loaded.module, TaggerEnsemble) and len(loaded.module.members) == 2
+    again = evaluate(str(tmp_path / "head"), str(seq_cache), device="cpu")
+    assert again["split"] == "all" and again["word_accuracy"] > 0.8
+
+
+def test_a_head_json_claiming_an_ensemble_of_row_heads_is_refused(seq_cache, tmp_path):  # noqa: F811
+    fit(str(seq_cache), "first_letter", tmp_path / "head", head="linear", epochs=1, device="cpu")
+    path = tmp_path / "head" / "head.json"
+    meta = json.loads(path.read_text())
+    meta["head"]["ensemble"] = 2
+    path.write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="head.ensemble needs a sequence head"):
+        load_head(tmp_path / "head")
