@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from pipeline.errors import PipelineError
 from pipeline.evaluation import evaluate
 from pipeline.training import HeadConfig, build_head, fit, load_head
 from pipeline.training.sequence import TaggerEnsemble
@@ -70,5 +71,5 @@ def test_a_head_json_claiming_an_ensemble_of_row_heads_is_refused(seq_cache, tmp
     meta = json.loads(path.read_text())
     meta["head"]["ensemble"] = 2
     path.write_text(json.dumps(meta))
-    with pytest.raises(Exception, match="head.ensemble needs a sequence head"):
+    with pytest.raises(PipelineError, match="head.ensemble needs a sequence head"):
         load_head(tmp_path / "head")
