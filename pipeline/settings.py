@@ -163,9 +163,9 @@ class FitSettings(Settings):
         "A bilstm or attention head also reads each word's spelling through a small "
         "character CNN (case and unseen words, which the uncased tokenizer loses)."))
     ensemble: int = Field(1, ge=1, le=16, description=(
-        "A bilstm or attention head made of this many copies, each from its own random start, "
-        "trained side by side in the same pass over the cache; it labels by their mean "
-        "probabilities."))
+        "A bilstm or attention head made of this many copies, trained one after another with "
+        "seeds seed, seed+1, ... (each its own start, batch order and early stopping); it "
+        "labels by their mean probabilities."))
     subword: Literal["first", "mean"] = Field("first", description=(
         "A word's features: its first subtoken's, or the mean over its subtokens."))
     epochs: int = Field(10, ge=1, le=10_000, description=(

@@ -1,6 +1,8 @@
-"""Ensembles of sequence heads (`--ensemble N`): members that start apart, each trained on its
-own loss, read as one head by their mean probabilities; saved, loaded and scored as one."""
+"""Ensembles of sequence heads (`--ensemble N`): members trained apart (member k as `--seed
+seed+k` trains one head), read as one head by their mean probabilities; saved, loaded and
+scored as one."""
 
+import csv
 import json
 
 import pytest
@@ -10,6 +12,9 @@ from pipeline.errors import PipelineError
 from pipeline.evaluation import evaluate
 from pipeline.training import HeadConfig, build_head, fit, load_head
 from pipeline.training.sequence import TaggerEnsemble
+from pipeline.training.sweep import sweep
+from safetensors.torch import load_file
+from test_labelled import SENTENCES, conllu_text
 from test_sequence_heads import FAST, seq_cache  # noqa: F401 (the module's cache fixture)
 
 
@@ -73,3 +78,49 @@ def test_a_head_json_claiming_an_ensemble_of_row_heads_is_refused(seq_cache, tmp
     path.write_text(json.dumps(meta))
     with pytest.raises(PipelineError, match="head.ensemble needs a sequence head"):
         load_head(tmp_path / "head")
+
+
+def test_member_k_is_the_head_that_seed_plus_k_trains(seq_cache, tmp_path):  # noqa: F811
+    settings = FAST | {"head": "bilstm", "epochs": 3}
+    fit(str(seq_cache), "first_letter", tmp_path / "pair", ensemble=2, seed=5, **settings)
+    fit(str(seq_cache), "first_letter", tmp_path / "second", seed=6, **settings)
+    pair = load_file(tmp_path / "pair" / "head.safetensors")
+    alone = load_file(tmp_path / "second" / "head.safetensors")
+    assert pair.keys() == {f"members.{k}.{name}" for k in (0, 1) for name in alone}
+    assert all(torch.equal(pair[f"members.1.{name}"], alone[name]) for name in alone)
+    assert not torch.equal(pair["members.0.skip.weight"], alone["skip.weight"])
+    with open(tmp_path / "pair" / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    assert [(row["member"], row["epoch"]) for row in history] == [
+        ("1", "1"), ("1", "2"), ("1", "3"), ("2", "1"), ("2", "2"), ("2", "3")]
+    with open(tmp_path / "second" / "history.csv") as f:
+        assert [row for row in history if row.pop("member") == "2"] == list(csv.DictReader(f))
+
+
+def test_on_a_dev_split_each_member_keeps_its_best_epoch(tiny_model, tmp_path):
+    from pipeline import api
+
+    splits = {}
+    for name, sentences in {"train": SENTENCES * 6, "dev": SENTENCES[:2],
+                            "test": SENTENCES[1:3]}.items():
+        (tmp_path / f"{name}.conllu").write_text(conllu_text(sentences))
+        splits[name] = str(tmp_path / f"{name}.conllu")
+    api.embed(None, tmp_path / "cache", model=tiny_model, format="conllu", splits=splits,
+              progress=False)
+    records = []
+    metrics = fit(str(tmp_path / "cache"), "upos", tmp_path / "head", head="bilstm",
+                  ensemble=3, on_epoch=records.append, **FAST | {"epochs": 4})
+    members = metrics["dev"]["members"]
+    assert [m["seed"] for m in members] == [0, 1, 2]
+    assert all(1 <= m["best_epoch"] <= 4 and 0 <= m["word_accuracy"] <= 1 for m in members)
+    assert 0 <= metrics["dev"]["word_accuracy"] <= 1
+    assert {r["member"] for r in records} == {1, 2, 3}
+    saved = json.loads((tmp_path / "head" / "head.json").read_text())
+    assert saved["fit"]["best_epoch"] == [m["best_epoch"] for m in members]
+
+
+def test_sweep_refuses_an_ensemble(seq_cache, tmp_path):  # noqa: F811
+    with pytest.raises(PipelineError, match="ensemble: sweep trains one head per layer"):
+        sweep(str(seq_cache), "first_letter", tmp_path / "sweep", head="bilstm", ensemble=2,
+              **FAST)
+    assert not (tmp_path / "sweep").exists()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
 from pipeline import tasks
 from pipeline.devices import resolve_device
@@ -21,9 +23,11 @@ from pipeline.training.features import FeatureSource
 from pipeline.training.atomic_dir import check_target
 from pipeline.training.heads import (HEAD_DIR_FILES, HeadConfig, SavedHead, mix_weights,
                                      predict_rows)
-from pipeline.training.loop import TrainOptions, new_trainee, train
+from pipeline.training.loop import Trainee, TrainOptions, new_trainee, train
 from pipeline.training.rows import word_forms
-from pipeline.training.sequence_fit import SequenceSplits, probe_trainee, sequence_splits
+from pipeline.training.sequence import TaggerEnsemble
+from pipeline.training.sequence_fit import (SequenceSplits, ensemble_accuracy, probe_trainee,
+                                            sequence_splits)
 from pipeline.training.sequence_loop import decode_sequences
 from pipeline.settings import SEQUENCE_KINDS, FitSettings
 from pipeline.training.layers import parse_head_layers
@@ -66,19 +70,27 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
                         mix_layers=len(layer_list) if mix else 0,
                         depth=s.depth if sequence else 0, crf=s.crf, chars=s.chars,
                         ensemble=s.ensemble)
-    torch.manual_seed(s.seed)
-    trainee = new_trainee("head", config, options)
-    trainees = [trainee, probe_trainee(config, options)] if seq else [trainee]
     monitor, test = (seq.monitor, seq.test) if seq else (data.dev or data.test, data.test)
     started = time.perf_counter()
-    train(trainees, features, data.labels, data.train_rows, monitor, data.dev is not None,
-          options, on_epoch=None if on_epoch is None else
-          lambda t, record: on_epoch(record) if t is trainee else None,
-          sequences=(seq.train, seq.monitor_seqs) if seq else None)
+    # an ensemble's members train apart, member k exactly as `--seed seed+k` trains one head:
+    # their own batch orders make them differ more, and score higher, than lockstep members
+    # (docs/benchmarks.md, "Three heads averaged")
+    runs = [train_one(replace(config, ensemble=1), replace(options, seed=s.seed + k), features,
+                      data, seq, monitor, member=k + 1 if s.ensemble > 1 else 0,
+                      on_epoch=on_epoch)
+            for k in range(s.ensemble)]
     train_seconds = time.perf_counter() - started
-    history, best_epoch = trainee.history, trainee.best_epoch
+    trainees = runs[0]  # the head, and beside a sequence head its linear probe
+    module = (trainees[0].module if s.ensemble == 1
+              else TaggerEnsemble([run[0].module for run in runs]).eval())
+    history = [({"member": k + 1} | record) if s.ensemble > 1 else record
+               for k, run in enumerate(runs) for record in run[0].history]
+    best_epoch = (trainees[0].best_epoch if s.ensemble == 1
+                  else [run[0].best_epoch for run in runs])
 
-    y_preds = predict_split(trainees, features, test, seq, options.device)
+    y_preds = predict_split([(module, slice(None))] + [(t.module, t.columns)
+                                                       for t in trainees[1:]],
+                            features, test, seq, options.device)
     baselines = data.baselines(test)
     if seq:
         baselines["linear_probe"] = (y_preds[1], {"best_epoch": trainees[1].best_epoch,
@@ -94,11 +106,15 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
         metrics["head"] |= {"hidden": s.hidden, "depth": s.depth, "crf": s.crf,
                             "chars": s.chars, "rows": "words"}
     if mix:
-        metrics["head"]["mix_weights"] = dict(zip(map(str, layer_list),
-                                                  mix_weights(trainee.module)))
-    if data.dev is not None:
+        metrics["head"]["mix_weights"] = dict(zip(map(str, layer_list), mix_weights(module)))
+    if data.dev is not None and s.ensemble == 1:
         metrics["dev"] = {"best_epoch": best_epoch, "word_accuracy":
                           history[best_epoch - 1]["val_word_accuracy"]}
+    elif data.dev is not None:
+        metrics["dev"] = {"word_accuracy": ensemble_accuracy(module, features, seq),
+                          "members": [{"seed": s.seed + k, "best_epoch": run[0].best_epoch,
+                                       "word_accuracy": run[0].best_accuracy}
+                                      for k, run in enumerate(runs)]}
     metrics["train"] = {"n_tokens": int(len(data.train_rows)), "epochs": len(history),
                         "feature_bytes": features.nbytes}
     if s.selectivity:
@@ -107,7 +123,7 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
     if warnings := below_lookup_warnings(metrics):
         metrics["warnings"] = warnings
 
-    saved = SavedHead(trainee.module.cpu(), config, data.task.name, data.label_names,
+    saved = SavedHead(module.cpu(), config, data.task.name, data.label_names,
                       layer_list, cache.fingerprint, data.majority, data.lookup_record(), subword)
     companions = {"history.csv": lambda path: write_history(path, history)}
     figure = plots.loss_curve(history, f"{data.task.name}, {head} head on "
@@ -121,13 +137,31 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
     return metrics | {"train": metrics["train"] | timing}
 
 
-def predict_split(trainees: list, features: FeatureSource, split: EvalSplit,
-                  seq: SequenceSplits | None, device: torch.device) -> list:
-    """Each trainee's (n,) labels of the split's rows: row by row, or example by example."""
+def train_one(config: HeadConfig, options: TrainOptions, features: FeatureSource,
+              data: TaskData, seq: SequenceSplits | None, monitor: EvalSplit, member: int,
+              on_epoch: Callable[[dict], None] | None) -> list[Trainee]:
+    """One head from torch seed options.seed, and beside a sequence head its linear probe,
+    trained in lockstep. `on_epoch` gets the head's history records, each with the head's
+    `member` number when it is one of an ensemble's (1..N; 0 for a lone head)."""
+    torch.manual_seed(options.seed)
+    trainee = new_trainee("head", config, options)
+    trainees = [trainee, probe_trainee(config, options)] if seq else [trainee]
+
+    def head_epoch(t: Trainee, record: dict) -> None:
+        if t is trainee and on_epoch is not None:
+            on_epoch({"member": member} | record if member else record)
+    train(trainees, features, data.labels, data.train_rows, monitor, data.dev is not None,
+          options, on_epoch=head_epoch, sequences=(seq.train, seq.monitor_seqs) if seq else None)
+    return trainees
+
+
+def predict_split(heads: list[tuple[nn.Module, slice]], features: FeatureSource,
+                  split: EvalSplit, seq: SequenceSplits | None, device: torch.device) -> list:
+    """Each (module, columns) head's (n,) labels of the split's rows: row by row, or example
+    by example."""
     if seq is None:
-        return [predict_rows(t.module, features, split.rows, device) for t in trainees]
-    preds, _, _ = decode_sequences([(t.module, t.columns) for t in trainees], features,
-                                   seq.test_seqs, device)
+        return [predict_rows(module, features, split.rows, device) for module, _ in heads]
+    preds, _, _ = decode_sequences(heads, features, seq.test_seqs, device)
     return [p[seq.test_seqs.positions(split.rows)] for p in preds]
 
 
@@ -148,7 +182,8 @@ def control_selectivity(data: TaskData, config: HeadConfig, features: FeatureSou
           sequences=(seq.train, seq.monitor_seqs) if seq else None)
     test = seq.test if seq else data.test
     y_control = control[test.rows]
-    y_pred = predict_split([trainee], features, test, seq, options.device)[0]
+    y_pred = predict_split([(trainee.module, trainee.columns)], features, test, seq,
+                           options.device)[0]
     control_accuracy = accuracies(y_control, y_pred, test.words)
     return {"control_word_accuracy": round(control_accuracy["word_accuracy"], 6),
             "control_token_accuracy": round(control_accuracy["token_accuracy"], 6),

@@ -42,7 +42,7 @@ class HeadConfig:
     depth: int = 0  # sequence heads: BiLSTM layers or attention blocks (0: a row head)
     crf: bool = False  # sequence heads: a CRF over the label path
     chars: bool = False  # sequence heads: character features of each word (training.chars)
-    ensemble: int = 1  # sequence heads: members trained side by side, probabilities averaged
+    ensemble: int = 1  # sequence heads: members (fit trains them apart), probabilities averaged
 
 
 def is_sequence(config: HeadConfig) -> bool:

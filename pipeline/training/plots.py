@@ -15,19 +15,24 @@ except ImportError:  # the plots are extras: training and metrics do not need th
 
 
 def loss_curve(history: list[dict], title: str):
-    """Train and held-out loss per epoch, held-out word accuracy on a second axis."""
+    """Train and held-out loss per epoch, held-out word accuracy on a second axis; one set of
+    lines per member of an ensemble (records with a "member" key)."""
     if Figure is None:
         return None
-    epochs = [h["epoch"] for h in history]
+    members = sorted({h.get("member", 0) for h in history})
     fig = Figure(figsize=(6, 4))
     loss_ax = fig.add_subplot()
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train loss")
-    loss_ax.plot(epochs, [h["val_loss"] for h in history], label="held-out loss")
+    acc_ax = loss_ax.twinx()
+    for member in members:
+        records = [h for h in history if h.get("member", 0) == member]
+        epochs = [h["epoch"] for h in records]
+        suffix = f" (member {member})" if member else ""
+        loss_ax.plot(epochs, [h["train_loss"] for h in records], label="train loss" + suffix)
+        loss_ax.plot(epochs, [h["val_loss"] for h in records], label="held-out loss" + suffix)
+        acc_ax.plot(epochs, [h["val_word_accuracy"] for h in records], "--" if member else "g--",
+                    label="held-out word accuracy" + suffix)
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("cross-entropy")
-    acc_ax = loss_ax.twinx()
-    acc_ax.plot(epochs, [h["val_word_accuracy"] for h in history], "g--",
-                label="held-out word accuracy")
     acc_ax.set_ylabel("accuracy")
     handles = loss_ax.get_legend_handles_labels()[0] + acc_ax.get_legend_handles_labels()[0]
     loss_ax.legend(handles, [h.get_label() for h in handles], loc="center right")

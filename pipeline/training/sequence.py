@@ -168,9 +168,10 @@ class SequenceTagger(nn.Module):
 
 
 class TaggerEnsemble(nn.Module):
-    """Several SequenceTaggers of one config (`--ensemble N`), each from its own random start,
-    read as one head: a deep ensemble (Lakshminarayanan et al., 2017, arXiv:1612.01474).
-    Emissions are (N, B, T, n_labels), one slice per member. Each member trains on its own loss;
+    """Several SequenceTaggers of one config (`--ensemble N`; fit trains each apart, from its
+    own seed), read as one head: a deep ensemble (Lakshminarayanan et al., 2017, arXiv:1612.01474).
+    Emissions are (N, B, T, n_labels), one slice per member. Trained as one module (as the
+    control head of --selectivity is), each member learns from its own loss;
     the ensemble labels by the members' mean probabilities, which under a CRF are the
     per-word marginals (so the labels are each word's best, not one Viterbi path)."""
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from torch import nn
 
 from pipeline import tasks
+from pipeline.evaluation.metrics import accuracies
 from pipeline.training.data import EvalSplit, TaskData
+from pipeline.training.features import FeatureSource
 from pipeline.training.examples import Sequences
 from pipeline.training.heads import HeadConfig
 from pipeline.training.loop import TrainOptions, Trainee, new_trainee
+from pipeline.training.sequence_loop import decode_sequences
 
 PROBE_LR = 3e-3  # the linear head's default learning rate (pipeline.settings.FitSettings)
 
@@ -60,3 +64,10 @@ def probe_trainee(config: HeadConfig, options: TrainOptions) -> Trainee:
     probe = HeadConfig("linear", config.in_features, config.n_labels,
                        mix_layers=config.mix_layers)
     return new_trainee("linear_probe", probe, replace(options, lr=PROBE_LR, weight_decay=0.0))
+
+
+def ensemble_accuracy(module: nn.Module, features: FeatureSource, seq: SequenceSplits) -> float:
+    """An ensemble's word accuracy on the monitor split (its members were each watched alone)."""
+    preds, _, _ = decode_sequences([(module, slice(None))], features, seq.monitor_seqs)
+    y_pred = preds[0][seq.monitor_seqs.positions(seq.monitor.rows)]
+    return round(accuracies(seq.monitor.y, y_pred, seq.monitor.words)["word_accuracy"], 6)

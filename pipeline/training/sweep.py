@@ -32,6 +32,9 @@ def sweep(cache_dir: str, task: str, out: str | Path, **settings) -> dict:
     s = FitSettings.build("", **settings)
     out_dir = check_out_dir(out)  # before any work
     head, subword, hidden, dropout = s.head, s.subword, s.hidden, s.dropout
+    if s.ensemble > 1:
+        raise PipelineError("ensemble: sweep trains one head per layer; train an ensemble with "
+                            "pipeline fit --ensemble")
     if s.optimizer != "adamw":
         raise PipelineError("sweep trains with --optimizer adamw (lbfgs cannot train its "
                             "layer-mix head); fit single layers to use lbfgs")
