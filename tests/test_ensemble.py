@@ -10,7 +10,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.evaluation import evaluate
-from pipeline.training import HeadConfig, build_head, fit, load_head
+from pipeline.training import HeadConfig, build_head, fit, load_head, mix_weights
 from pipeline.training.sequence import TaggerEnsemble
 from pipeline.training.sweep import sweep
 from safetensors.torch import load_file
@@ -124,3 +124,14 @@ def test_sweep_refuses_an_ensemble(seq_cache, tmp_path):  # noqa: F811
         sweep(str(seq_cache), "first_letter", tmp_path / "sweep", head="bilstm", ensemble=2,
               **FAST)
     assert not (tmp_path / "sweep").exists()
+
+
+def test_an_ensembles_layer_weights_are_its_members_mean():
+    torch.manual_seed(0)
+    module = build_head(HeadConfig("bilstm", 8, 5, hidden=4, depth=1, mix_layers=2, ensemble=3))
+    with torch.no_grad():
+        for member in module.members:
+            member.mix.weights.normal_()
+    mean = torch.stack([m.mix.weights.softmax(0) for m in module.members]).mean(0)
+    assert mix_weights(module) == [round(w, 6) for w in mean.tolist()]
+    assert mix_weights(module) != mix_weights(module.members[0])

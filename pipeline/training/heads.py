@@ -93,15 +93,19 @@ def head_logits(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def mix_weights(module: nn.Module) -> list[float] | None:
-    """The softmax layer weights of a mix head, in layer order; None for other heads."""
-    if isinstance(module, TaggerEnsemble):  # the members' mean
-        weights = [mix_weights(member) for member in module.members]
-        return None if weights[0] is None else [round(sum(w) / len(w), 6) for w in zip(*weights)]
+    """The softmax layer weights of a mix head, in layer order (an ensemble: its members'
+    mean), rounded to 6 places; None for other heads."""
+    weights = _mix_softmax(module)
+    return None if weights is None else [round(w, 6) for w in weights]
+
+
+def _mix_softmax(module: nn.Module) -> list[float] | None:
+    if isinstance(module, TaggerEnsemble):
+        weights = [_mix_softmax(member) for member in module.members]
+        return None if weights[0] is None else [sum(w) / len(w) for w in zip(*weights)]
     mix = (module.mix if isinstance(module, SequenceTagger)
            else module[0] if isinstance(module, nn.Sequential) else None)
-    if isinstance(mix, ScalarMix):
-        return [round(w, 6) for w in mix.weights.detach().softmax(0).tolist()]
-    return None
+    return mix.weights.detach().softmax(0).tolist() if isinstance(mix, ScalarMix) else None
 
 
 def predict_heads(heads: list[tuple[nn.Module, slice]], features: FeatureSource,
