@@ -44,7 +44,7 @@ def fit(cache_dir, out, **options):
 @click.argument("cache_dir", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for sweep.json, layers.png, per_class.json, confusion.png.")
-@settings_options(FitSettings, exclude=("selectivity",))
+@settings_options(FitSettings, exclude=("selectivity", "ensemble"))
 @user_errors
 def sweep(cache_dir, out, **options):
     """Train one head per cached layer (or per layer of --layers) plus a layer mix, all from

@@ -80,7 +80,7 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
                       on_epoch=on_epoch)
             for k in range(s.ensemble)]
     train_seconds = time.perf_counter() - started
-    trainees = runs[0]  # the head, and beside a sequence head its linear probe
+    trainees = runs[0]  # the head and its linear probe (each member trained beside its own)
     module = (trainees[0].module if s.ensemble == 1
               else TaggerEnsemble([run[0].module for run in runs]).eval())
     history = [({"member": k + 1} | record) if s.ensemble > 1 else record
