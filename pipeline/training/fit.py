@@ -111,7 +111,8 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
         metrics["dev"] = {"best_epoch": best_epoch, "word_accuracy":
                           history[best_epoch - 1]["val_word_accuracy"]}
     elif data.dev is not None:
-        metrics["dev"] = {"word_accuracy": ensemble_accuracy(module, features, seq),
+        metrics["dev"] = {"word_accuracy": ensemble_accuracy(module, features, seq,
+                                                             options.device),
                           "members": [{"seed": s.seed + k, "best_epoch": run[0].best_epoch,
                                        "word_accuracy": run[0].best_accuracy}
                                       for k, run in enumerate(runs)]}

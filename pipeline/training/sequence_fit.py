@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 from torch import nn
 
 from pipeline import tasks
@@ -66,8 +67,9 @@ def probe_trainee(config: HeadConfig, options: TrainOptions) -> Trainee:
     return new_trainee("linear_probe", probe, replace(options, lr=PROBE_LR, weight_decay=0.0))
 
 
-def ensemble_accuracy(module: nn.Module, features: FeatureSource, seq: SequenceSplits) -> float:
+def ensemble_accuracy(module: nn.Module, features: FeatureSource, seq: SequenceSplits,
+                      device: torch.device) -> float:
     """An ensemble's word accuracy on the monitor split (its members were each watched alone)."""
-    preds, _, _ = decode_sequences([(module, slice(None))], features, seq.monitor_seqs)
+    preds, _, _ = decode_sequences([(module, slice(None))], features, seq.monitor_seqs, device)
     y_pred = preds[0][seq.monitor_seqs.positions(seq.monitor.rows)]
     return round(accuracies(seq.monitor.y, y_pred, seq.monitor.words)["word_accuracy"], 6)
