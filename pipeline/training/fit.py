@@ -80,7 +80,7 @@ def fit(cache_dir: str, task: str, out: str | Path, *,
                       on_epoch=on_epoch)
             for k in range(s.ensemble)]
     train_seconds = time.perf_counter() - started
-    trainees = runs[0]  # the head and its linear probe (each member trained beside its own)
+    trainees = runs[0]  # the head, and its linear probe (trained beside the first member only)
     module = (trainees[0].module if s.ensemble == 1
               else TaggerEnsemble([run[0].module for run in runs]).eval())
     history = [({"member": k + 1} | record) if s.ensemble > 1 else record
@@ -142,11 +142,15 @@ def train_one(config: HeadConfig, options: TrainOptions, features: FeatureSource
               data: TaskData, seq: SequenceSplits | None, monitor: EvalSplit, member: int,
               on_epoch: Callable[[dict], None] | None) -> list[Trainee]:
     """One head from torch seed options.seed, and beside a sequence head its linear probe,
-    trained in lockstep. `on_epoch` gets the head's history records, each with the head's
-    `member` number when it is one of an ensemble's (1..N; 0 for a lone head)."""
+    trained in lockstep (an ensemble's later members train without it). `on_epoch` gets the
+    head's history records, each with the head's `member` number when it is one of an
+    ensemble's (1..N; 0 for a lone head)."""
     torch.manual_seed(options.seed)
     trainee = new_trainee("head", config, options)
-    trainees = [trainee, probe_trainee(config, options)] if seq else [trainee]
+    # the probe is always built: its initialisation draws from the global seed, so the head's
+    # dropout draws then match a lone head's; training it draws nothing
+    probe = probe_trainee(config, options) if seq else None
+    trainees = [trainee] + ([probe] if probe is not None and member <= 1 else [])
 
     def head_epoch(t: Trainee, record: dict) -> None:
         if t is trainee and on_epoch is not None:
